@@ -1,0 +1,6 @@
+"""voicecoach: a voice-guided exercise coach."""
+
+__version__ = "0.1.0"
+
+SAMPLE_RATE = 22050
+"""Every stage works at this rate: espeak-ng's own, so speech is never resampled."""

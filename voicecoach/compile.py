@@ -1,0 +1,266 @@
+"""Compile a routine for one variation into a flat script of cues.
+
+Pure and fast: no audio and no clock. Ranges are resolved by the person's level and
+overrides, reps, sides, arms, repeats and sets are expanded, template words filled in.
+The scheduler then gives every cue its time.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import UsageError
+from .model import Amount, Announce, Line, Phase, Range, Routine, Step, Where
+
+LEVELS = ("low", "middle", "high")
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the person chose: where in each range to sit, and overrides."""
+
+    level: str = "middle"
+    hold_s: float | None = None
+    reps: int | None = None
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+    step: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Tone:
+    kind: str
+    step: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Wait:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """Marks the start of a step: a chapter in exports, a target for skip in playback."""
+
+    title: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A cue inside a timed window: at seconds from its start, before its end, or right
+    after the previous mark (`follow`)."""
+
+    cue: Say | Tone
+    anchor: Literal["start", "end", "follow"]
+    seconds: float = 0.0
+    where: Where | None = None
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A window of exact length: a hold, a tempo phase, a rest. Its marks never stretch it."""
+
+    seconds: float
+    marks: tuple[Mark, ...] = ()
+    where: Where | None = None
+
+
+Cue = Say | Tone | Wait | Chapter | Timed
+
+
+@dataclass(frozen=True)
+class Script:
+    routine_id: str
+    title: str
+    variation: str
+    cues: tuple[Cue, ...] = field(default_factory=tuple)
+    sounds: dict[str, str] = field(default_factory=dict)
+    routine_file: str = ""
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def resolve(amount: Amount, level: str) -> float:
+    """A range becomes one value at the person's level; whole seconds, rounded half up."""
+    if isinstance(amount, Range):
+        return float(int(amount.pick(level) + 0.5))
+    return float(amount)
+
+
+class _Compiler:
+    def __init__(self, routine: Routine, variation: str, options: Options) -> None:
+        self.routine = routine
+        self.variation = variation
+        self.options = options
+        self.cues: list[Cue] = []
+
+    def line(self, line: Line, step: str, words: dict[str, str], label: str = "") -> None:
+        text = line.for_variation(self.variation)
+        if text:
+            self.cues.append(Say(text.format(**words), step, label))
+
+    def lines(self, lines: tuple[Line, ...], step: str, words: dict[str, str], label: str = "") -> None:
+        for line in lines:
+            self.line(line, step, words, label)
+
+    def hold_window(self, seconds: float, during: tuple[Announce, ...], step: str,
+                    words: dict[str, str], label: str, where: Where) -> None:
+        marks = [Mark(Tone("hold_start", step, label), "start", 0.0, where)]
+        for a in during:
+            if a.kind == "halfway":
+                marks.append(Mark(Say(a.text.format(**words), step, label), "start", seconds / 2, a.where))
+            elif a.kind == "after":
+                marks.append(Mark(Say(a.text.format(**words), step, label), "start", a.seconds, a.where))
+            elif a.kind == "left":
+                marks.append(Mark(Say(a.text.format(**words), step, label), "end", a.seconds, a.where))
+            else:
+                for tick in range(int(a.seconds), 0, -1):
+                    marks.append(Mark(Tone("countdown", step, label), "end", float(tick), a.where))
+        self.cues.append(Timed(seconds, tuple(marks), where))
+        self.cues.append(Tone("hold_end", step, label))
+
+    def phases(self, phases: tuple[Phase, ...], step: str, words: dict[str, str],
+               label: str, count: str | None) -> None:
+        for phase in phases:
+            if phase.arms:
+                if phase.say:
+                    self.cues.append(Say(phase.say.format(**words), step, label))
+                for i, arm in enumerate(phase.arms):
+                    arm_words = {**words, "arm": arm}
+                    arm_label = f"{label}, {arm} arm" if label else f"{arm} arm"
+                    if i:
+                        self.cues.append(Tone("switch", step, arm_label))
+                        if phase.switch:
+                            self.cues.append(Say(phase.switch.format(**arm_words), step, arm_label))
+                    self.phases(phase.phases, step, arm_words, arm_label, count)
+                    count = None
+                continue
+            marks: list[Mark] = []
+            if count:
+                marks.append(Mark(Say(count, step, label), "start", 0.0, phase.where))
+                count = None
+            if phase.hold is not None:
+                seconds = resolve(phase.hold, self.options.level)
+                marks.insert(0, Mark(Tone("hold_start", step, label), "start", 0.0, phase.where))
+                if phase.say:
+                    marks.append(Mark(Say(phase.say.format(**words), step, label), "follow", 0.0, phase.where))
+                self.cues.append(Timed(seconds, tuple(marks), phase.where))
+                self.cues.append(Tone("hold_end", step, label))
+                continue
+            assert phase.seconds is not None
+            if phase.say:
+                anchor: Literal["start", "follow"] = "follow" if marks else "start"
+                marks.append(Mark(Say(phase.say.format(**words), step, label), anchor, 0.0, phase.where))
+            self.cues.append(Timed(resolve(phase.seconds, self.options.level), tuple(marks), phase.where))
+
+    def work(self, step: Step, words: dict[str, str], label: str) -> None:
+        """The body of a step for one side: a hold or the reps."""
+        if step.hold is not None:
+            self.hold_window(float(words["seconds"]), step.during, step.name, words, label, step.where)
+        elif step.reps is not None:
+            reps = int(words["reps"])
+            for rep in range(1, reps + 1):
+                rep_words = {**words, "rep": str(rep)}
+                rep_label = f"{label}, rep {rep} of {reps}" if label else f"rep {rep} of {reps}"
+                self.phases(step.tempo, step.name, rep_words, rep_label,
+                            str(rep) if step.count else None)
+
+    def step(self, step: Step) -> None:
+        if step.only is not None and self.variation not in step.only:
+            return
+        name = step.name
+        self.cues.append(Chapter(name))
+        level = self.options.level
+        words: dict[str, str] = {}
+        if step.hold is not None:
+            hold = self.options.hold_s if self.options.hold_s is not None else resolve(step.hold, level)
+            words["seconds"] = _number(hold)
+        if step.reps is not None:
+            reps = self.options.reps if self.options.reps is not None else resolve(step.reps, level)
+            words["reps"] = _number(reps)
+        sets = int(resolve(step.sets, level))
+        repeat = int(resolve(step.repeat, level))
+        words["sets"] = str(sets)
+        sides = step.sides or ("",)
+        for set_n in range(1, sets + 1):
+            words["set"] = str(set_n)
+            set_label = f"set {set_n} of {sets}" if sets > 1 else ""
+            if set_n > 1:
+                rest = resolve(step.rest_s, level) if step.rest_s is not None else 0.0
+                if rest:
+                    self.cues.append(Timed(rest, (
+                        Mark(Tone("rest", name, set_label), "start", 0.0, step.where),
+                        Mark(Say(f"Rest for {_number(rest)} seconds.", name, set_label), "follow"),
+                        Mark(Say(f"Set {set_n} of {sets} next.", name, set_label), "end", 3.0),
+                    ), step.where))
+                    self.cues.append(Tone("hold_end", name, set_label))
+                self.cues.append(Say(f"Set {set_n} of {sets}.", name, set_label))
+            for side_i, side in enumerate(sides):
+                side_words = dict(words)
+                label = set_label
+                if side:
+                    others = [s for s in sides if s != side]
+                    side_words.update(side=side, other_side=others[0] if others else side)
+                    label = f"{set_label}, {side} side" if set_label else f"{side} side"
+                if side_i:
+                    self.cues.append(Tone("switch", name, label))
+                    self.cues.append(Say(step.switch.format(**side_words), name, label))
+                self.lines(step.say, name, side_words, label)
+                for r in range(repeat):
+                    if r:
+                        self.lines(step.between, name, side_words, label)
+                    if step.get_ready_s:
+                        self.cues.append(Wait(step.get_ready_s))
+                    self.work(step, side_words, label)
+        self.lines(step.after, name, words)
+
+    def run(self) -> Script:
+        r = self.routine
+        none: dict[str, str] = {}
+        self.cues.append(Chapter("Introduction"))
+        self.cues.append(Say(r.title.rstrip(".") + ".", "Introduction"))
+        self.lines(r.intro, "Introduction", none)
+        if len(r.variations) > 1:
+            title = next(v.title for v in r.variations if v.name == self.variation)
+            self.cues.append(Say(f"This session: {title.rstrip('.')}.", "Introduction"))
+        self.lines(r.equipment, "Introduction", none)
+        self.lines(r.safety_start, "Introduction", none)
+        for step in r.steps:
+            self.step(step)
+        self.cues.append(Chapter("Finish"))
+        self.cues.append(Tone("finish", "Finish"))
+        self.lines(r.finish, "Finish", none)
+        if r.dosage:
+            self.lines(r.dosage.say, "Finish", none)
+        self.lines(r.safety_end, "Finish", none)
+        return Script(r.id, r.title, self.variation, tuple(self.cues), dict(r.sounds), r.file)
+
+
+def check_variation(routine: Routine, variation: str | None) -> str:
+    if variation is None:
+        return routine.default_variation
+    names = routine.variation_names
+    if variation not in names:
+        hint = difflib.get_close_matches(variation, names, n=1, cutoff=0.6)
+        did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
+        raise UsageError(
+            f"unknown variation '{variation}' for {routine.id}: {did_you_mean}valid: {', '.join(names)}"
+        )
+    return variation
+
+
+def compile_routine(routine: Routine, variation: str | None = None,
+                    options: Options = Options()) -> Script:
+    """Routine + variation + options -> the flat script of cues."""
+    if options.level not in LEVELS:
+        raise UsageError(f"unknown level '{options.level}': valid: {', '.join(LEVELS)}")
+    return _Compiler(routine, check_variation(routine, variation), options).run()

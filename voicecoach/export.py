@@ -1,0 +1,412 @@
+"""Export: write a rendered session to an audio file, plus captions and playlists.
+
+Every file is written atomically (a temporary file beside the target, fsynced, then
+renamed over it), so an interrupted export never leaves a half-written file behind
+and never damages the file it was meant to replace.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import mutagen
+import mutagen.flac
+import mutagen.id3
+import mutagen.oggvorbis
+import numpy as np
+import numpy.typing as npt
+import soundfile as sf
+
+from voicecoach import SAMPLE_RATE
+from voicecoach.errors import AudioError, UsageError, VoicecoachError
+
+__all__ = [
+    "FORMATS",
+    "Caption",
+    "Chapter",
+    "PlaylistEntry",
+    "atomic_path",
+    "format_for",
+    "write_audio",
+    "write_captions",
+    "write_playlist",
+]
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One step of the session, so a player can show and skip to it."""
+
+    title: str
+    start_sample: int
+    end_sample: int
+
+
+@dataclass(frozen=True)
+class Caption:
+    """One spoken phrase, for a captions track beside the audio."""
+
+    text: str
+    start_sample: int
+    end_sample: int
+
+
+class PlaylistEntry(NamedTuple):
+    """One exported file in a playlist; a plain (title, file, seconds) tuple works too."""
+
+    title: str
+    file_name: str
+    duration_seconds: float
+
+
+FORMATS: dict[str, str] = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
+"""File extension to soundfile's major format name."""
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """How each format is encoded; lossy settings are chosen for spoken word."""
+
+    subtype: str
+    compression_level: float | None = None
+    bitrate_mode: str | None = None
+
+
+_ENCODINGS: dict[str, _Encoding] = {
+    "WAV": _Encoding("PCM_16"),
+    "FLAC": _Encoding("PCM_16"),
+    # libsndfile maps compression_level c to Vorbis quality 1 - c: this is quality 0.6.
+    "OGG": _Encoding("VORBIS", compression_level=0.4),
+    # LAME VBR quality V2 (compression_level * 10). VBR, not CBR, because a session is
+    # mostly silence during holds, and because LAME only writes its Xing/LAME header
+    # (which carries encoder delay and padding, so decoders trim them and the audio
+    # stays sample-aligned) when that header fits the first frame: at low CBR rates
+    # (48 kbps at 22050 Hz) it silently drops it and the decoded audio shifts ~1100
+    # samples later. The VBR header frame is always big enough.
+    "MP3": _Encoding("MPEG_LAYER_III", compression_level=0.2, bitrate_mode="VARIABLE"),
+}
+
+# mutagen ships py.typed but leaves these constructors unannotated; name them Any once
+# here rather than silencing mypy at every call.
+_ID3: Any = mutagen.id3.ID3
+_CHAP: Any = mutagen.id3.CHAP
+_CTOC: Any = mutagen.id3.CTOC
+_TIT2: Any = mutagen.id3.TIT2
+_TPE1: Any = mutagen.id3.TPE1
+_FLAC: Any = mutagen.flac.FLAC
+_OGG_VORBIS: Any = mutagen.oggvorbis.OggVorbis
+
+_EXTENSIONS_HINT = "use .wav, .flac, .ogg or .mp3"
+
+
+def format_for(path: Path) -> str:
+    """The format a file is written in, chosen by its extension as people expect."""
+    suffix = path.suffix.lower()
+    if suffix in FORMATS:
+        return FORMATS[suffix]
+    if not suffix:
+        raise UsageError(f"cannot export to '{path}': no extension ({_EXTENSIONS_HINT})")
+    raise UsageError(
+        f"cannot export to '{path}': unknown extension '{path.suffix}' ({_EXTENSIONS_HINT})"
+    )
+
+
+# --- atomic writes ------------------------------------------------------------------
+
+
+def _describe_os_error(path: Path, error: OSError) -> str:
+    """One line a person can act on, naming the file they asked for."""
+    directory = path.parent
+    if error.errno == errno.ENOENT:
+        reason = f"directory '{directory}' does not exist"
+    elif error.errno == errno.ENOTDIR:
+        reason = f"'{directory}' is not a directory"
+    elif error.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied"
+    elif error.errno == errno.EISDIR:
+        reason = "it is a directory"
+    else:
+        reason = (error.strerror or str(error)).lower()
+    return f"cannot write '{path}': {reason}"
+
+
+def _create_temp_beside(path: Path) -> Path:
+    """Create an empty, clearly-named temporary file in the target's directory.
+
+    Created with os.open (mode 0o666 less the umask) rather than mkstemp (0o600), so
+    the renamed file gets the same permissions as any other file the person writes.
+    """
+    while True:
+        temp_path = path.with_name(f".{path.name}.part-{secrets.token_hex(4)}")
+        try:
+            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return temp_path
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    """Flush a file (or a directory entry) to disk so a crash cannot leave it empty."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:  # some platforms cannot open directories; the rename still holds
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` in one step.
+
+    On any exception (KeyboardInterrupt included) the temporary file is removed and an
+    existing `path` is left untouched. OSErrors become one-line VoicecoachErrors.
+    """
+    if path.is_dir():
+        raise VoicecoachError(f"cannot write '{path}': it is a directory")
+    try:
+        temp_path = _create_temp_beside(path)
+    except OSError as error:
+        raise VoicecoachError(_describe_os_error(path, error)) from None
+    try:
+        yield temp_path
+        _fsync_path(temp_path)
+        os.replace(temp_path, path)
+    except BaseException as error:
+        temp_path.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise VoicecoachError(_describe_os_error(path, error)) from error
+        raise
+    _fsync_path(path.parent, directory=True)
+
+
+# --- audio ----------------------------------------------------------------------------
+
+
+def _ms(samples: int, sample_rate: int) -> int:
+    """Samples to whole milliseconds, rounding half up (times are never negative)."""
+    return (samples * 1000 + sample_rate // 2) // sample_rate
+
+
+def _clock(ms: int) -> str:
+    """HH:MM:SS.mmm, the time format of WebVTT and of Vorbis chapter comments."""
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    seconds, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{seconds:02d}.{ms:03d}"
+
+
+def _check_chapters(chapters: Sequence[Chapter], total_samples: int) -> None:
+    """Chapters out of order or outside the audio are a caller bug, caught before writing."""
+    previous_start = 0
+    for chapter in chapters:
+        if not 0 <= chapter.start_sample <= chapter.end_sample <= total_samples:
+            raise ValueError(f"chapter {chapter} lies outside 0..{total_samples} samples")
+        if chapter.start_sample < previous_start:
+            raise ValueError(f"chapter {chapter} starts before the chapter ahead of it")
+        previous_start = chapter.start_sample
+
+
+def _encode(
+    temp_path: Path,
+    format_name: str,
+    chunks: Iterable[npt.NDArray[np.floating]],
+    *,
+    total_samples: int,
+    sample_rate: int,
+    channels: int,
+    title: str,
+    artist: str,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Stream chunks into the encoder one at a time, so memory stays flat."""
+    encoding = _ENCODINGS[format_name]
+    written_samples = 0
+    with sf.SoundFile(
+        temp_path,
+        "w",
+        samplerate=sample_rate,
+        channels=channels,
+        subtype=encoding.subtype,
+        format=format_name,
+        compression_level=encoding.compression_level,
+        bitrate_mode=encoding.bitrate_mode,
+    ) as sound_file:
+        if format_name == "WAV":  # a LIST INFO chunk; other formats are tagged by mutagen
+            if title:
+                sound_file.title = title
+            if artist:
+                sound_file.artist = artist
+        for chunk in chunks:
+            samples = np.asarray(chunk, dtype=np.float32)
+            if samples.ndim != 1:
+                raise ValueError(f"expected mono 1-D chunks, got shape {samples.shape}")
+            written_samples += len(samples)
+            if written_samples > total_samples:
+                raise ValueError(f"chunks run past total_samples={total_samples}")
+            sound_file.write(samples if channels == 1 else np.column_stack((samples, samples)))
+            if progress is not None:
+                progress(len(samples))
+    if written_samples != total_samples:
+        raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
+
+
+def _tag_mp3(
+    temp_path: Path, title: str, artist: str, chapters: Sequence[Chapter], sample_rate: int
+) -> None:
+    """ID3v2.4 with CHAP frames and one ordered top-level CTOC, as podcast players read."""
+    tags = _ID3()
+    if title:
+        tags.add(_TIT2(encoding=3, text=[title]))
+    if artist:
+        tags.add(_TPE1(encoding=3, text=[artist]))
+    if chapters:
+        element_ids = [f"ch{index}" for index in range(len(chapters))]
+        tags.add(
+            _CTOC(
+                element_id="toc",
+                flags=mutagen.id3.CTOCFlags.TOP_LEVEL | mutagen.id3.CTOCFlags.ORDERED,
+                child_element_ids=element_ids,
+                sub_frames=[],
+            )
+        )
+        for element_id, chapter in zip(element_ids, chapters, strict=True):
+            tags.add(
+                _CHAP(
+                    element_id=element_id,
+                    start_time=_ms(chapter.start_sample, sample_rate),
+                    end_time=_ms(chapter.end_sample, sample_rate),
+                    sub_frames=[_TIT2(encoding=3, text=[chapter.title])],
+                )
+            )
+    tags.save(temp_path, v2_version=4)
+
+
+def _tag_vorbis_comments(
+    temp_path: Path,
+    format_name: str,
+    title: str,
+    artist: str,
+    chapters: Sequence[Chapter],
+    sample_rate: int,
+) -> None:
+    """Vorbis comments, chapters as CHAPTERnnn / CHAPTERnnnNAME (the Matroska convention)."""
+    audio = _FLAC(temp_path) if format_name == "FLAC" else _OGG_VORBIS(temp_path)
+    if audio.tags is None:
+        audio.add_tags()
+    tags = audio.tags
+    if title:
+        tags["TITLE"] = [title]
+    if artist:
+        tags["ARTIST"] = [artist]
+    for number, chapter in enumerate(chapters, start=1):
+        tags[f"CHAPTER{number:03d}"] = [_clock(_ms(chapter.start_sample, sample_rate))]
+        tags[f"CHAPTER{number:03d}NAME"] = [chapter.title]
+    audio.save()
+
+
+def write_audio(
+    path: Path,
+    chunks: Iterable[npt.NDArray[np.floating]],
+    *,
+    total_samples: int,
+    sample_rate: int = SAMPLE_RATE,
+    channels: int = 1,
+    title: str = "",
+    artist: str = "voicecoach",
+    chapters: Sequence[Chapter] = (),
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Write a mono session to `path` (format by extension), tagged, atomically.
+
+    `channels=2` duplicates the signal, for players that mishandle mono. `progress` is
+    called with each chunk's sample count. The decoded file has exactly total_samples
+    samples, aligned with the input, in every format (MP3 through LAME's gapless header).
+    """
+    format_name = format_for(path)
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 or 2, got {channels}")
+    if total_samples < 1:
+        raise ValueError("an MP3 without frames is unreadable, so total_samples must be >= 1")
+    _check_chapters(chapters, total_samples)
+    with atomic_path(path) as temp_path:
+        try:
+            _encode(
+                temp_path,
+                format_name,
+                chunks,
+                total_samples=total_samples,
+                sample_rate=sample_rate,
+                channels=channels,
+                title=title,
+                artist=artist,
+                progress=progress,
+            )
+            if format_name == "MP3":
+                _tag_mp3(temp_path, title, artist, chapters, sample_rate)
+            elif format_name in ("OGG", "FLAC"):
+                _tag_vorbis_comments(temp_path, format_name, title, artist, chapters, sample_rate)
+            # A short write (a full disk) is only logged by libsndfile's MP3 encoder, so
+            # check the finished file decodes to the full length before it replaces anything.
+            decoded_samples = sf.info(str(temp_path)).frames
+        except (sf.LibsndfileError, mutagen.MutagenError) as error:
+            raise AudioError(f"cannot write '{path}': {error}") from error
+        if decoded_samples != total_samples:
+            raise AudioError(
+                f"cannot write '{path}': the encoded file holds {decoded_samples} samples "
+                f"of {total_samples} (is the disk full?)"
+            )
+
+
+# --- captions and playlists ----------------------------------------------------------
+
+
+def _vtt_text(text: str) -> str:
+    """Cue text, escaped; blank lines would end the cue early, so they are dropped."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "\n".join(line.strip() for line in escaped.splitlines() if line.strip())
+
+
+def write_captions(path: Path, captions: Sequence[Caption], sample_rate: int = SAMPLE_RATE) -> None:
+    """A WebVTT file, so players can show the spoken words alongside the audio."""
+    blocks = ["WEBVTT"]
+    for caption in captions:
+        start = _clock(_ms(caption.start_sample, sample_rate))
+        end = _clock(_ms(caption.end_sample, sample_rate))
+        blocks.append(f"{start} --> {end}\n{_vtt_text(caption.text)}")
+    with atomic_path(path) as temp_path:
+        temp_path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8", newline="\n")
+
+
+def write_playlist(path: Path, entries: Sequence[tuple[str, str, float]]) -> None:
+    """An extended M3U of (title, relative file name, duration in seconds) entries.
+
+    UTF-8 always (name it .m3u8 for players that insist); a line break in a title or
+    a file name would corrupt the list, so titles are flattened and names refused.
+    """
+    lines = ["#EXTM3U"]
+    for title, file_name, duration_seconds in entries:
+        if "\n" in file_name or "\r" in file_name:
+            raise ValueError(f"playlist file name contains a line break: {file_name!r}")
+        flat_title = " ".join(title.split())
+        lines.append(f"#EXTINF:{math.floor(duration_seconds + 0.5)},{flat_title}")
+        lines.append(file_name)
+    with atomic_path(path) as temp_path:
+        temp_path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")

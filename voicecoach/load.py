@@ -1,0 +1,506 @@
+"""Load a routine file: YAML text to a checked `Routine`, or every problem at once.
+
+Safe loading only: anchors and aliases are refused before anything is built (an alias
+bomb fails in the event scan, in time linear in the file), the input size and nesting
+depth are capped, and structure is checked against the JSON Schema the editors use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import string
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Problem, RoutineError, UsageError
+from .model import (
+    Amount,
+    Announce,
+    Dosage,
+    Line,
+    Phase,
+    Range,
+    Routine,
+    Step,
+    Variation,
+    Where,
+)
+from .schema import MAX_COUNT, MAX_SECONDS, SCHEMA
+
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 32
+IMPLICIT_VARIATION = Variation("standard", "Standard", default=True)
+_RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)\s*$")
+
+Key = tuple[str | int, ...]
+
+
+def _path_text(path: Key) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class _Doc:
+    """Plain data from YAML nodes, remembering where each value and key was written."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.marks: dict[Key, tuple[int, int]] = {}
+        self.key_marks: dict[Key, tuple[int, int]] = {}
+        self.problems: list[Problem] = []
+
+    def where(self, path: Key, *, key: bool = False) -> Where:
+        marks = self.key_marks if key and path in self.key_marks else self.marks
+        probe = path
+        while probe not in marks and probe:
+            probe = probe[:-1]
+        line, column = marks.get(probe, (1, 1))
+        return Where(self.file, line, column, _path_text(path))
+
+    def add(self, path: Key, message: str, *, key: bool = False) -> None:
+        self.problems.append(self.where(path, key=key).problem(message))
+
+    def build(self, node: yaml.Node, path: Key, loader: yaml.SafeLoader) -> Any:
+        self.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+                if not isinstance(key, str):
+                    self.marks[path + ("?",)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                    self.add(path + ("?",), f"keys must be text, got {_show(key)}")
+                    continue
+                self.key_marks[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                if key in out:
+                    self.add(path + (key,), f"duplicate key '{key}'", key=True)
+                out[key] = self.build(value_node, path + (key,), loader)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,), loader) for i, item in enumerate(node.value)]
+        return loader.construct_object(node)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:37] + "...")
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def _scan(text: str, doc: _Doc) -> bool:
+    """Refuse anchors, aliases, deep nesting and multiple documents before composing."""
+    depth = 0
+    documents = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        mark = event.start_mark
+        where = Where(doc.file, mark.line + 1, mark.column + 1, "")
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            doc.problems.append(where.problem("anchors and aliases (& and *) are not allowed"))
+            return False
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                doc.problems.append(where.problem("expected one YAML document, found several"))
+                return False
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                doc.problems.append(where.problem(f"nested deeper than {MAX_DEPTH} levels"))
+                return False
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return True
+
+
+def _schema_problems(data: Any, doc: _Doc) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    for error in sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path]):
+        _report(error, doc)
+
+
+def _report(error: Any, doc: _Doc) -> None:
+    path: Key = tuple(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    value = error.instance
+    kind = error.validator
+    if kind in ("anyOf", "oneOf"):
+        branches = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+        deeper = [e for e in branches if e.relative_path or e.validator not in ("pattern", "type")]
+        if isinstance(value, dict) and deeper:
+            for sub in deeper:
+                _report(sub, doc)
+            return
+        bounds = [e for e in branches if e.validator in ("minimum", "maximum")]
+        if bounds:
+            _report(bounds[0], doc)
+            return
+    if kind == "additionalProperties" and isinstance(value, dict):
+        allowed = sorted(schema.get("properties", {}))
+        for key in value:
+            if key in allowed:
+                continue
+            if not allowed:
+                doc.add(path + (key,), f"unknown key '{key}'", key=True)
+                continue
+            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
+            doc.add(path + (key,), f"unknown key '{key}'{did_you_mean} (allowed: {', '.join(allowed)})", key=True)
+        return
+    if kind == "required":
+        missing = [k for k in schema.get("required", []) if isinstance(value, dict) and k not in value]
+        for key in missing:
+            doc.add(path, f"missing required key '{key}'")
+        return
+    if kind == "propertyNames":
+        bad = [k for k in value if not re.match(schema["propertyNames"]["pattern"], k)]
+        for key in bad:
+            doc.add(path + (key,), f"name '{key}' should be lower-case letters, digits, - or _", key=True)
+        return
+    if kind in ("minimum", "maximum"):
+        word = "at least" if kind == "minimum" else "at most"
+        doc.add(path, f"expected {word} {error.validator_value}, got {_show(value)}")
+        return
+    if kind == "minItems":
+        doc.add(path, f"expected at least {error.validator_value} items, got {len(value)}")
+        return
+    if kind in ("minLength",):
+        doc.add(path, "must not be empty")
+        return
+    if kind == "maxLength":
+        doc.add(path, f"too long: at most {error.validator_value} characters")
+        return
+    expected = schema.get("x-expected")
+    if not expected:
+        expected = {"object": "a mapping", "array": "a list", "string": "text",
+                    "boolean": "true or false", "integer": "a whole number",
+                    "number": "a number"}.get(str(schema.get("type")), error.message)
+    doc.add(path, f"expected {expected}, got {_show(value)}")
+
+
+class _Builder:
+    """Checks what the schema cannot (names, ranges, templates) and builds the model."""
+
+    def __init__(self, data: dict[str, Any], doc: _Doc) -> None:
+        self.data = data
+        self.doc = doc
+        self.variations: tuple[Variation, ...] = ()
+
+    def amount(self, value: Any, path: Key, *, whole: bool = False, unit: str = "") -> Amount:
+        if isinstance(value, str):
+            m = _RANGE.match(value)
+            if not m:  # the schema already reported it
+                return 1.0
+            low, high = float(m.group(1)), float(m.group(2))
+            limit = MAX_COUNT if whole else MAX_SECONDS
+            if low > high:
+                self.doc.add(path, f"range {value!r} goes down: write the smaller number first")
+            elif high > limit:
+                self.doc.add(path, f"expected at most {limit}{unit}, got {_show(value)}")
+            elif whole and not (low.is_integer() and high.is_integer()):
+                self.doc.add(path, f"expected whole numbers, got {_show(value)}")
+            elif low <= 0:
+                self.doc.add(path, f"expected more than 0, got {_show(value)}")
+            return Range(low, high) if low != high else low
+        if isinstance(value, float) and not math.isfinite(value):
+            self.doc.add(path, f"expected a finite number, got {_show(value)}")
+            return 1.0
+        return float(value)
+
+    def only(self, value: Any, path: Key) -> frozenset[str] | None:
+        if value is None:
+            return None
+        names = self.names()
+        for i, name in enumerate(value):
+            self.check_variation(name, path + (i,))
+        return frozenset(v for v in value if v in names)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variations)
+
+    def check_variation(self, name: str, path: Key) -> None:
+        names = self.names()
+        if name not in names:
+            hint = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
+            self.doc.add(path, f"unknown variation '{name}': {did_you_mean}valid: {', '.join(names)}")
+
+    def template(self, text: str, path: Key, allowed: set[str]) -> str:
+        try:
+            fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
+        except ValueError as e:
+            self.doc.add(path, f"bad template in {_show(text)}: {e} (write {{{{ for a literal brace)")
+            return text
+        for name in fields:
+            if name not in allowed:
+                valid = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none here"
+                self.doc.add(path, f"unknown template word {{{name}}} in {_show(text)}; valid here: {valid}")
+        return text
+
+    def lines(self, value: Any, path: Key, allowed: set[str]) -> tuple[Line, ...]:
+        out = []
+        for i, item in enumerate(value or []):
+            p = path + (i,)
+            where = self.doc.where(p)
+            if isinstance(item, str):
+                out.append(Line(self.template(item, p, allowed), where=where))
+                continue
+            text = item["text"]
+            if isinstance(text, dict):
+                for name, words in text.items():
+                    self.check_variation(name, p + ("text", name))
+                    self.template(words, p + ("text", name), allowed)
+            else:
+                self.template(text, p + ("text",), allowed)
+            out.append(Line(text, self.only(item.get("only"), p + ("only",)), where))
+        return tuple(out)
+
+    def announces(self, value: Any, path: Key, allowed: set[str]) -> tuple[Announce, ...]:
+        out = []
+        for i, item in enumerate(value or []):
+            p = path + (i,)
+            where = self.doc.where(p)
+            kinds = [k for k in ("halfway", "left", "after", "countdown") if k in item]
+            if len(kinds) != 1:
+                self.doc.add(p, "expected exactly one of halfway, left, after or countdown")
+                continue
+            kind = kinds[0]
+            if kind in ("left", "after"):
+                if "say" not in item:
+                    self.doc.add(p, f"'{kind}' needs 'say': what to say then")
+                    continue
+                text = self.template(item["say"], p + ("say",), allowed)
+                out.append(Announce(kind, text, float(item[kind]), where))  # type: ignore[arg-type]
+            elif "say" in item:
+                self.doc.add(p + ("say",), f"'{kind}' takes no 'say'")
+            elif kind == "halfway":
+                out.append(Announce("halfway", self.template(item["halfway"], p, allowed), 0.0, where))
+            else:
+                out.append(Announce("countdown", "", float(item["countdown"]), where))
+        return tuple(out)
+
+    def phases(self, value: Any, path: Key, allowed: set[str]) -> tuple[Phase, ...]:
+        out = []
+        for i, item in enumerate(value or []):
+            p = path + (i,)
+            kinds = [k for k in ("seconds", "hold", "arms") if k in item]
+            if len(kinds) != 1:
+                self.doc.add(p, "expected exactly one of seconds, hold or arms")
+                continue
+            kind = kinds[0]
+            if kind == "arms":
+                if "phases" not in item:
+                    self.doc.add(p, "'arms' needs 'phases': what to do with each arm")
+                    continue
+                inner = allowed | {"arm"}
+                out.append(Phase(
+                    say=self.template(item.get("say", ""), p + ("say",), allowed),
+                    arms=tuple(item["arms"]),
+                    phases=self.phases(item["phases"], p + ("phases",), inner),
+                    switch=self.template(item.get("switch", ""), p + ("switch",), inner),
+                    where=self.doc.where(p),
+                ))
+                continue
+            if "phases" in item or "switch" in item:
+                self.doc.add(p, "'phases' and 'switch' go with 'arms'")
+            out.append(Phase(
+                say=self.template(item.get("say", ""), p + ("say",), allowed),
+                seconds=self.amount(item["seconds"], p + ("seconds",)) if kind == "seconds" else None,
+                hold=self.amount(item["hold"], p + ("hold",)) if kind == "hold" else None,
+                where=self.doc.where(p),
+            ))
+        return tuple(out)
+
+    def step(self, item: dict[str, Any], path: Key, defaults: dict[str, Any]) -> Step:
+        allowed = {"seconds", "set", "sets"}
+        if "sides" in item:
+            allowed |= {"side", "other_side"}
+        if "reps" in item:
+            allowed |= {"rep", "reps"}
+        if "hold" in item and "reps" in item:
+            self.doc.add(path, "a step has either a hold or reps, not both")
+        if "reps" in item and "tempo" not in item:
+            self.doc.add(path + ("reps",), "reps need a 'tempo': the timed phases of one rep")
+        if "tempo" in item and "reps" not in item:
+            self.doc.add(path + ("tempo",), "'tempo' goes with 'reps'")
+        if "during" in item and "hold" not in item:
+            self.doc.add(path + ("during",), "'during' goes with 'hold'")
+        for key in ("repeat", "between"):
+            if key in item and "hold" not in item and "reps" not in item:
+                self.doc.add(path + (key,), f"'{key}' goes with a hold or reps")
+        if "rest" in item and "sets" not in item:
+            self.doc.add(path + ("rest",), "'rest' goes with 'sets'")
+        if "switch" in item and "sides" not in item:
+            self.doc.add(path + ("switch",), "'switch' goes with 'sides'")
+        during = item.get("during", defaults.get("during") if "hold" in item else None)
+        during_path = path + ("during",) if "during" in item else ("defaults", "during")
+        rep_words = allowed | {"rep", "reps"}
+        return Step(
+            name=item["name"],
+            only=self.only(item.get("only"), path + ("only",)),
+            say=self.lines(item.get("say"), path + ("say",), allowed),
+            get_ready_s=float(item.get("get_ready", defaults.get("get_ready", 0))),
+            hold=self.amount(item["hold"], path + ("hold",)) if "hold" in item else None,
+            during=self.announces(during, during_path, allowed),
+            reps=self.amount(item["reps"], path + ("reps",), whole=True) if "reps" in item else None,
+            count=item.get("count", True),
+            tempo=self.phases(item.get("tempo"), path + ("tempo",), rep_words),
+            sides=tuple(item.get("sides", ())),
+            switch=self.template(item.get("switch", "Switch sides: your {side} side."),
+                                 path + ("switch",), allowed) if "sides" in item else "",
+            repeat=self.amount(item.get("repeat", 1), path + ("repeat",), whole=True),
+            between=self.lines(item.get("between"), path + ("between",), allowed),
+            sets=self.amount(item.get("sets", 1), path + ("sets",), whole=True),
+            rest_s=self.amount(item["rest"], path + ("rest",)) if "rest" in item else None,
+            after=self.lines(item.get("after"), path + ("after",), allowed),
+            where=self.doc.where(path),
+        )
+
+    def routine(self, routine_id: str) -> Routine:
+        data = self.data
+        variations = []
+        for name, v in (data.get("variations") or {}).items():
+            variations.append(Variation(name, v["title"], bool(v.get("default", False))))
+        defaults_n = sum(v.default for v in variations)
+        if variations and defaults_n != 1:
+            self.doc.add(("variations",), f"exactly one variation needs 'default: true', found {defaults_n}")
+        if not variations:
+            variations = [IMPLICIT_VARIATION]
+        elif defaults_n == 0:
+            variations[0] = Variation(variations[0].name, variations[0].title, True)
+        self.variations = tuple(variations)
+        none: set[str] = set()
+        dosage = None
+        if "dosage" in data:
+            d = data["dosage"]
+            dosage = Dosage(
+                say=self.lines(d["say"], ("dosage", "say"), none),
+                **{k: self.amount(d[k], ("dosage", k), whole=True)
+                   for k in ("reps", "sessions_per_week", "weeks") if k in d},
+            )
+        defaults = data.get("defaults") or {}
+        safety = data.get("safety") or {}
+        return Routine(
+            id=routine_id,
+            file=self.doc.file,
+            title=data["title"],
+            description=data.get("description", ""),
+            source=data.get("source", ""),
+            steps=tuple(self.step(s, ("steps", i), defaults) for i, s in enumerate(data["steps"])),
+            variations=self.variations,
+            equipment=self.lines(data.get("equipment"), ("equipment",), none),
+            dosage=dosage,
+            intro=self.lines(data.get("intro"), ("intro",), none),
+            safety_start=self.lines(safety.get("start"), ("safety", "start"), none),
+            safety_end=self.lines(safety.get("end"), ("safety", "end"), none),
+            finish=self.lines(data.get("finish"), ("finish",), none),
+            sounds=dict(data.get("sounds") or {}),
+        )
+
+
+def _finite(data: Any, path: Key, doc: _Doc) -> None:
+    if isinstance(data, float) and not math.isfinite(data):
+        doc.add(path, f"expected a finite number, got {_show(data)}")
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            _finite(v, path + (k,), doc)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            _finite(v, path + (i,), doc)
+
+
+def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Routine:
+    """Parse and check a routine; raise RoutineError with every problem found."""
+    doc = _Doc(file)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise RoutineError([Problem(file, 1, 1, "", f"file is larger than {MAX_BYTES // 1024} KiB")])
+    try:
+        if not _scan(text, doc):
+            raise RoutineError(doc.problems)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise RoutineError([Problem(file, 1, 1, "", "the file is empty: expected a routine")])
+            data = doc.build(node, (), loader)
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise RoutineError([Problem(file, line, column, "", f"invalid YAML: {e.problem or e.context}")]) from None
+    except yaml.YAMLError as e:
+        raise RoutineError([Problem(file, 1, 1, "", f"invalid YAML: {e}")]) from None
+    except (ValueError, OverflowError, RecursionError) as e:  # odd scalars, e.g. huge timestamps
+        raise RoutineError([Problem(file, 1, 1, "", f"invalid YAML: {e}")]) from None
+    if not isinstance(data, dict):
+        raise RoutineError([Problem(file, 1, 1, "", f"expected a mapping of routine keys, got {_show(data)}")])
+    _finite(data, (), doc)
+    _schema_problems(data, doc)
+    if doc.problems:
+        raise RoutineError(doc.problems)
+    routine = _Builder(data, doc).routine(routine_id)
+    if doc.problems:
+        raise RoutineError(doc.problems)
+    return routine
+
+
+def load_file(path: Path) -> Routine:
+    try:
+        raw = path.read_bytes()[: MAX_BYTES + 1]
+    except FileNotFoundError:
+        raise UsageError(f"no such routine file: {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a routine file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RoutineError([Problem(str(path), 1, 1, "", f"not UTF-8 text (byte {e.start})")]) from None
+    return loads(text, str(path), path.stem)
+
+
+def bundled_ids() -> list[str]:
+    folder = resources.files("voicecoach.routines")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _bundled_text(routine_id: str) -> str:
+    return resources.files("voicecoach.routines").joinpath(f"{routine_id}.yaml").read_text("utf-8")
+
+
+def load(name: str) -> Routine:
+    """A bundled routine by id, or a routine file by path."""
+    if name in bundled_ids():
+        return loads(_bundled_text(name), f"{name}.yaml", name)
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name:
+        return load_file(path)
+    hint = difflib.get_close_matches(name, bundled_ids(), n=1, cutoff=0.5)
+    did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
+    raise UsageError(
+        f"unknown routine '{name}': {did_you_mean}bundled routines: {', '.join(bundled_ids())}"
+        " (or give a path to a .yaml file)"
+    )
+
+
+def iter_bundled() -> Iterator[Routine]:
+    for routine_id in bundled_ids():
+        yield load(routine_id)

@@ -1,0 +1,228 @@
+"""Text to speech behind a small interface, and the on-disk phrase cache.
+
+The default engine is espeak-ng through pyttsx3's binding of it (see `Espeak` for why
+not pyttsx3's engine loop). Phrases are trimmed, levelled and peak-limited once, then
+cached on disk, so the schedule's times and the rendered audio agree to the sample.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import SAMPLE_RATE
+from .errors import AudioError, UsageError
+
+SPEECH_LUFS = -19.0
+"""Every phrase is levelled to this loudness, so the voice is even from line to line."""
+SILENCE_DBFS = -45.0
+PEAK_CEILING = 10 ** (-2.5 / 20)
+"""Phrase peaks stay below -2.5 dBFS, leaving room for the session's final level."""
+LIMIT_WINDOW_S = 0.005
+EDGE_S = 0.01
+PROCESSING_VERSION = "1"
+"""Part of every cache key: bump it when trimming or levelling changes."""
+DEFAULT_RATE_WPM = 160
+NO_ESPEAK = "no text-to-speech engine: install espeak-ng (on Debian: apt-get install espeak-ng)"
+
+
+class Synthesizer(Protocol):
+    key: str
+
+    def synthesize(self, text: str) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Voice:
+    id: str
+    name: str
+    languages: tuple[str, ...]
+
+
+def _level(samples: np.ndarray) -> np.ndarray:
+    """Trim silence at the edges and level the phrase to SPEECH_LUFS."""
+    import pyloudnorm
+
+    if samples.size == 0:
+        return samples.astype(np.float32)
+    loud = np.flatnonzero(np.abs(samples) > 10 ** (SILENCE_DBFS / 20))
+    if loud.size == 0:
+        return np.zeros(0, np.float32)
+    edge = int(EDGE_S * SAMPLE_RATE)
+    samples = samples[max(0, loud[0] - edge): loud[-1] + edge]
+    block = max(samples.size, int(0.4 * SAMPLE_RATE) + 1)
+    padded = np.zeros(block, np.float64)
+    padded[: samples.size] = samples
+    loudness = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(padded)
+    if not np.isfinite(loudness):
+        return samples.astype(np.float32)
+    for _ in range(3):  # limiting lowers loudness a little: level, limit, level again
+        samples = samples * 10 ** ((SPEECH_LUFS - loudness) / 20)
+        samples = _limit(samples, PEAK_CEILING)
+        padded[: samples.size] = samples
+        loudness = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(padded)
+        if abs(loudness - SPEECH_LUFS) < 0.1:
+            break
+    return samples.astype(np.float32)
+
+
+def _limit(samples: np.ndarray, ceiling: float) -> np.ndarray:
+    """A look-ahead peak limiter: smooth gain dips around the few peaks over the ceiling.
+
+    espeak-ng's peaks stand 16 dB or more above its loudness; scaling a whole phrase
+    down for one plosive would leave that phrase quieter than the rest.
+    """
+    from scipy.ndimage import minimum_filter1d
+
+    peak = np.abs(samples)
+    if peak.max() <= ceiling:
+        return samples
+    gain = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+    width = int(LIMIT_WINDOW_S * SAMPLE_RATE)
+    floor = minimum_filter1d(gain, size=2 * width + 1, mode="nearest")
+    window = np.hanning(width + 2)[1:-1]
+    smooth = np.convolve(floor, window / window.sum(), mode="same")
+    return np.clip(samples * smooth, -ceiling, ceiling)
+
+
+class Espeak:
+    """espeak-ng through pyttsx3's binding of it, in this process, one phrase at a time.
+
+    pyttsx3's engine starts espeak-ng in its asynchronous retrieval mode and writes the
+    WAV when the end-of-message event arrives, which can come before the last buffer:
+    measured here, the same text came out at different lengths from run to run, and in
+    a loop a phrase sometimes came out empty. So the engine is not used: espeak-ng is
+    initialised in synchronous mode through pyttsx3's own ctypes binding and every
+    buffer is collected by our callback before `Synth` returns.
+    """
+
+    _initialised = False
+
+    def __init__(self, voice: str | None = None, rate_wpm: int | None = None,
+                 volume: float = 1.0) -> None:
+        self.voice = voice
+        self.rate_wpm = rate_wpm or DEFAULT_RATE_WPM
+        self.volume = volume
+        self.key = f"espeak|{voice or 'default'}|{self.rate_wpm}|{volume:g}|{PROCESSING_VERSION}"
+        self._buffers: list[bytes] = []
+        self._ready = False
+
+    @staticmethod
+    def _binding() -> Any:
+        try:
+            from pyttsx3.drivers import _espeak
+        except Exception as e:  # the binding loads libespeak-ng when imported
+            raise AudioError(NO_ESPEAK) from e
+        if not Espeak._initialised:
+            if _espeak.Initialize(_espeak.AUDIO_OUTPUT_SYNCHRONOUS, 500) == -1:
+                raise AudioError(NO_ESPEAK)
+            Espeak._initialised = True
+        return _espeak
+
+    def _setup(self) -> Any:
+        espeak = self._binding()
+        if not self._ready:
+            if self.voice is not None:
+                match = next((v for v in self.voices() if self.voice in (v.id, v.name)), None)
+                if match is None:
+                    raise UsageError(f"unknown voice '{self.voice}': `voicecoach voices` lists them")
+                espeak.SetVoiceByName(match.id.encode())
+            else:
+                espeak.SetVoiceByName(b"en")
+            espeak.SetParameter(espeak.RATE, self.rate_wpm, 0)
+            self._ready = True
+        espeak.SetSynthCallback(self._collect)
+        return espeak
+
+    def _collect(self, wav: Any, count: int, events: Any) -> int:
+        if count > 0:
+            self._buffers.append(ctypes.string_at(wav, count * 2))
+        return 0
+
+    def voices(self) -> list[Voice]:
+        espeak = self._binding()
+        out = []
+        for v in espeak.ListVoices():
+            languages = v.languages[1:].split(b"\0", 1)[0].decode(errors="replace") if v.languages else ""
+            out.append(Voice((v.identifier or b"").decode(errors="replace"),
+                             (v.name or b"").decode(errors="replace"), (languages,)))
+        return out
+
+    def synthesize(self, text: str) -> np.ndarray:
+        espeak = self._setup()
+        self._buffers = []
+        status = espeak.Synth(text, flags=espeak.CHARS_UTF8)
+        espeak.Synchronize()
+        raw = b"".join(self._buffers)
+        self._buffers = []
+        if status != 0 or not raw:
+            raise AudioError(f"espeak-ng produced no audio for {text!r}")
+        samples = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+        return _level(samples) * np.float32(self.volume)
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("VOICECOACH_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("voicecoach"))
+
+
+class PhraseCache:
+    """Phrases on disk keyed by engine, voice, rate, volume and text.
+
+    Files are written to a temporary name and renamed, so two processes sharing the
+    cache can only ever see whole phrases; the engine starts only on a miss.
+    """
+
+    def __init__(self, synthesizer: Synthesizer, folder: Path | None = None) -> None:
+        self.synthesizer = synthesizer
+        self.folder = (folder or cache_dir()) / "phrases"
+        self.synthesized = 0
+        self._lengths: dict[str, int] = {}
+
+    def path(self, text: str) -> Path:
+        digest = hashlib.sha256(f"{self.synthesizer.key}\n{text}".encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.npy"
+
+    def get(self, text: str) -> np.ndarray:
+        path = self.path(text)
+        try:
+            samples: np.ndarray = np.load(path, mmap_mode="r")
+            return samples
+        except (FileNotFoundError, ValueError, OSError):
+            pass
+        samples = self.synthesizer.synthesize(text)
+        self.synthesized += 1
+        self._store(path, samples)
+        return samples
+
+    def length(self, text: str) -> int:
+        if text not in self._lengths:
+            self._lengths[text] = int(self.get(text).shape[0])
+        return self._lengths[text]
+
+    def _store(self, path: Path, samples: np.ndarray) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".npy", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, samples.astype(np.float32))
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            pass  # an unwritable cache costs speed, not correctness

@@ -12,7 +12,7 @@ import math
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -190,7 +190,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
         _fsync_path(temp_path)
         os.replace(temp_path, path)
     except BaseException as error:
-        temp_path.unlink(missing_ok=True)
+        with suppress(OSError):  # never let cleanup hide the reason we are cleaning up
+            temp_path.unlink(missing_ok=True)
         if isinstance(error, OSError):
             raise VoicecoachError(_describe_os_error(path, error)) from error
         raise

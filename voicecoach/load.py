@@ -39,6 +39,7 @@ IMPLICIT_VARIATION = Variation("standard", "Standard", default=True)
 _RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)\s*$")
 
 Key = tuple[str | int, ...]
+_SECONDS_KEYS = {"hold", "rest", "seconds", "get_ready", "left", "after"}
 
 
 def _path_text(path: Key) -> str:
@@ -175,7 +176,10 @@ def _report(error: Any, doc: _Doc) -> None:
         return
     if kind in ("minimum", "maximum"):
         word = "at least" if kind == "minimum" else "at most"
-        doc.add(path, f"expected {word} {error.validator_value}, got {_show(value)}")
+        unit = ""
+        if path and path[-1] in _SECONDS_KEYS:
+            unit = " second" if error.validator_value == 1 else " seconds"
+        doc.add(path, f"expected {word} {error.validator_value:g}{unit}, got {_show(value)}")
         return
     if kind == "minItems":
         doc.add(path, f"expected at least {error.validator_value} items, got {len(value)}")

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Set up voicecoach on a fresh Debian machine: system packages, then a virtual
+# environment in .venv with voicecoach and its test tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(
+  espeak-ng          # the voice (libespeak-ng1, loaded by pyttsx3's binding)
+  libportaudio2      # sounddevice's audio I/O, for `voicecoach play`
+  libasound2-plugins # routes PortAudio's ALSA output to PulseAudio
+  pulseaudio         # a sound server: the playback tests run one with a null sink
+  pulseaudio-utils   # pactl and parec, to drive and record it
+)
+python_ok=1
+python3 -c 'import ensurepip, venv' 2>/dev/null || { apt_packages+=(python3 python3-venv); python_ok=0; }
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "Installing system packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ $python_ok -eq 1 ] || hash -r
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "voicecoach is installed in .venv: run .venv/bin/voicecoach --help" >&2

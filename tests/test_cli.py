@@ -1,0 +1,126 @@
+"""The CLI: exact messages and exit codes for what a person can get wrong."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from voicecoach.cli import cli
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+pytestmark = pytest.mark.usefixtures("in_repo")
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_unknown_routine_is_one_line_exit_2() -> None:
+    code, out, err = run("show", "mid-bak-knot")
+    assert (code, out) == (2, "")
+    assert err == (
+        "Error: unknown routine 'mid-bak-knot': did you mean 'mid-back-knot'? bundled routines: "
+        "mid-back-knot, upper-back-knot (or give a path to a .yaml file)\n"
+    )
+
+
+def test_unknown_variation_is_one_line_exit_2() -> None:
+    code, _, err = run("show", "mid-back-knot", "--variation", "sitting")
+    assert code == 2
+    assert err == "Error: unknown variation 'sitting' for mid-back-knot: valid: kneeling, wall, floor\n"
+
+
+def test_bad_routine_file_lists_every_problem(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("title: T\nsteps:\n  - name: A\n    hold: soon\n    hodl: 3\n")
+    code, out, err = run("validate", str(path))
+    assert code == 2
+    assert err == (
+        f"{path}:4:11: steps[0].hold: expected seconds or a range like 20-30, got 'soon'\n"
+        f"{path}:5:5: steps[0].hodl: unknown key 'hodl'; did you mean 'hold'? (allowed: after, between, "
+        "count, during, get_ready, hold, name, only, repeat, reps, rest, say, sets, sides, switch, tempo)\n"
+    )
+    code, _, err2 = run("show", str(path))
+    assert (code, err2) == (2, err)
+
+
+def test_validate_good_files() -> None:
+    code, out, _ = run("validate", "voicecoach/routines/mid-back-knot.yaml")
+    assert (code, out) == (0, "voicecoach/routines/mid-back-knot.yaml: ok\n")
+
+
+def test_show_json_contract() -> None:
+    code, out, _ = run("show", "upper-back-knot", "--json", "--level", "low")
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) == {"routine", "variation", "duration", "sample_rate", "events"}
+    assert (data["routine"], data["variation"], data["sample_rate"]) == ("upper-back-knot", "standard", 22050)
+    starts = [e["start"] for e in data["events"]]
+    assert starts == sorted(starts)
+    for e in data["events"]:
+        assert set(e) == {"kind", "start", "end", "step", "text" if e["kind"] == "speech" else "tone"}
+        assert 0 <= e["start"] < e["end"] <= data["duration"]
+    first_hold = next(e for e in data["events"] if e.get("tone") == "hold_start")
+    first_end = next(e for e in data["events"] if e.get("tone") == "hold_end")
+    assert first_end["start"] - first_hold["start"] == pytest.approx(20.0, abs=1e-6)
+
+
+def test_show_table() -> None:
+    code, out, _ = run("show", "mid-back-knot", "--variation", "floor", "--reps", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert re.fullmatch(r"Mid-back knot \(floor\), \d+:\d\d\.\d", lines[0])
+    assert re.fullmatch(r"\s*0:00\.5  Introduction\s+Mid-back knot\.", lines[1])
+    assert any("[switch tone]" in line for line in lines)
+
+
+def test_list_shows_routines_variations_and_lengths() -> None:
+    code, out, _ = run("list")
+    assert code == 0
+    assert re.search(r"^mid-back-knot: Mid-back knot\n  kneeling \(default\): Kneeling with a foam roller, \d+:\d\d\n"
+                     r"  wall: Standing, with the foam roller on a wall, \d+:\d\d\n", out, re.M)
+    assert "upper-back-knot: Upper-back knot\n  standard (default): Standard, " in out
+
+
+def test_schema_is_json_schema() -> None:
+    import jsonschema
+    import yaml
+
+    code, out, _ = run("schema")
+    schema = json.loads(out)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    routine = yaml.safe_load(Path("voicecoach/routines/mid-back-knot.yaml").read_text())
+    jsonschema.validate(routine, schema)
+
+
+def test_bad_option_values_are_usage_errors() -> None:
+    code, _, err = run("show", "mid-back-knot", "--hold", "-3")
+    assert code == 2 and "Invalid value for '--hold'" in err
+    code, _, err = run("show", "mid-back-knot", "--level", "extreme")
+    assert code == 2 and "Invalid value for '--level'" in err
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    readme = README.read_text()
+    for name, command in cli.commands.items():
+        assert f"voicecoach {name}" in readme, name
+        assert "Example:" in (command.help or ""), name
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from voicecoach.cli import cli; "
+        "import contextlib, io\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()): cli(['--help'])\n"
+        "print(sorted(m for m in ('numpy', 'scipy', 'sounddevice', 'soundfile', 'yaml', 'jsonschema') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,184 @@
+"""Render and export, judged by analysing the exported samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from voicecoach import SAMPLE_RATE, tones
+from voicecoach.cli import cli
+from voicecoach.compile import Options
+from voicecoach.pipeline import prepare
+from voicecoach.schedule import Timeline
+
+SR = SAMPLE_RATE
+MS = SR // 1000
+
+
+def export(tmp_path: Path, name: str, *args: str) -> Path:
+    out = tmp_path / name
+    result = CliRunner().invoke(cli, ["export", *args, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def timeline_of(*args: str) -> Timeline:
+    result = CliRunner().invoke(cli, ["show", "--json", *args])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    return data  # type: ignore[no-any-return]
+
+
+def onset(samples: np.ndarray, around: int, threshold: float = 0.01) -> int:
+    """The first sample at or after `around - 10 ms` whose level passes `threshold`."""
+    lo = max(0, around - 10 * MS)
+    loud = np.flatnonzero(np.abs(samples[lo: around + 50 * MS]) > threshold)
+    assert loud.size, f"nothing at {around / SR:.3f} s"
+    return lo + int(loud[0])
+
+
+@pytest.fixture(scope="module")
+def wav_session(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, dict]:  # type: ignore[type-arg]
+    tmp = tmp_path_factory.mktemp("wav")
+    path = export(tmp, "upper.wav", "upper-back-knot", "--level", "low", "--reps", "3")
+    samples, rate = soundfile.read(path, dtype="float32")
+    assert rate == SR
+    return samples, timeline_of("upper-back-knot", "--level", "low", "--reps", "3")  # type: ignore[return-value]
+
+
+def test_audio_is_exactly_the_timeline_long(wav_session: tuple[np.ndarray, dict]) -> None:  # type: ignore[type-arg]
+    samples, timeline = wav_session
+    assert samples.shape == (round(timeline["duration"] * SR),)
+
+
+def test_every_tone_is_found_by_its_spectrum_at_its_event_start(wav_session: tuple[np.ndarray, dict]) -> None:  # type: ignore[type-arg]
+    samples, timeline = wav_session
+    tone_events = [e for e in timeline["events"] if e["kind"] == "tone"]
+    assert {e["tone"] for e in tone_events} == {"hold_start", "hold_end", "switch", "countdown", "finish"}
+    for e in tone_events:
+        start = round(e["start"] * SR)
+        end = round(e["end"] * SR)
+        assert tones.identify(samples[start:end]) == e["tone"], e
+        assert abs(onset(samples, start) - start) <= MS, e
+
+
+def test_speech_where_the_timeline_says_and_silence_between(wav_session: tuple[np.ndarray, dict]) -> None:  # type: ignore[type-arg]
+    samples, timeline = wav_session
+    covered = np.zeros(samples.shape, bool)
+    for e in timeline["events"]:
+        start, end = round(e["start"] * SR), round(e["end"] * SR)
+        covered[start:end] = True
+        if e["kind"] == "speech":
+            rms = float(np.sqrt(np.mean(samples[start:end] ** 2)))
+            assert rms > 0.02, e
+            assert tones.identify(samples[start:end]) is None or len(e["text"]) < 4
+    assert float(np.max(np.abs(samples[~covered]))) < 1e-4
+
+
+def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  # type: ignore[type-arg]
+    samples, _ = wav_session
+    loudness = pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64))
+    assert loudness == pytest.approx(-19.0, abs=1.0)
+    assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
+
+
+def test_loudness_stereo_and_formats_decode_back(tmp_path: Path) -> None:
+    args = ("mid-back-knot", "--variation", "floor", "--reps", "2")
+    timeline = timeline_of(*args)
+    length = round(timeline["duration"] * SR)
+    first_switch = next(e for e in timeline["events"] if e.get("tone") == "switch")
+    at = round(first_switch["start"] * SR)
+    for ext in ("wav", "flac", "ogg", "mp3"):
+        path = export(tmp_path, f"s.{ext}", *args, "--stereo")
+        samples, rate = soundfile.read(path, dtype="float32")
+        assert (rate, samples.shape) == (SR, (length, 2)), ext
+        loudness = pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64))
+        assert loudness == pytest.approx(-16.0, abs=1.0), ext
+        mono = samples[:, 0]
+        assert tones.identify(mono[at: at + 4000]) == "switch", ext
+        assert abs(onset(mono, at, 0.02) - at) <= MS, ext
+        if ext in ("wav", "flac"):
+            assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
+
+
+def test_chapters_and_captions_read_back(tmp_path: Path) -> None:
+    from mutagen.id3 import ID3
+    from mutagen.oggvorbis import OggVorbis
+
+    args = ("upper-back-knot", "--reps", "2", "--hold", "12")
+    session = prepare("upper-back-knot", options=Options(hold_s=12, reps=2))
+    sections = session.timeline.sections
+    titles = [s.title for s in sections]
+    assert titles == ["Introduction", "Side-bend stretch", "Hang from a pull-up bar", "Shoulder shrugs",
+                      "Foam roller", "Downward-facing dog", "Finish"]
+    mp3 = export(tmp_path, "u.mp3", *args, "--captions")
+    tags = ID3(mp3)
+    chaps = sorted(tags.getall("CHAP"), key=lambda c: c.start_time)
+    assert [c.sub_frames["TIT2"].text[0] for c in chaps] == titles
+    assert [c.start_time for c in chaps] == [round(s.start / SR * 1000) for s in sections]
+    assert tags.getall("CTOC")[0].child_element_ids == [c.element_id for c in chaps]
+    vtt = (tmp_path / "u.vtt").read_text()
+    speech = [e for e in session.timeline.events if e.kind == "speech"]
+    cues = vtt.split("\n\n")[1:]
+    assert vtt.startswith("WEBVTT\n")
+    assert len([c for c in cues if c.strip()]) == len(speech)
+    assert cues[0].splitlines()[-1] == speech[0].value
+    ogg = export(tmp_path, "u.ogg", *args)
+    comments = OggVorbis(ogg)
+    assert [comments[f"CHAPTER{i:03d}NAME"][0] for i in range(1, len(titles) + 1)] == titles
+
+
+def test_all_variations_writes_a_playlist(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["export", "mid-back-knot", "--all-variations", "--reps", "1",
+                                      "--format", "ogg", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["mid-back-knot-floor.ogg", "mid-back-knot-kneeling.ogg", "mid-back-knot-wall.ogg",
+                     "mid-back-knot.m3u"]
+    playlist = (tmp_path / "mid-back-knot.m3u").read_text().splitlines()
+    assert playlist[0] == "#EXTM3U"
+    assert playlist[2::2] == ["mid-back-knot-kneeling.ogg", "mid-back-knot-wall.ogg", "mid-back-knot-floor.ogg"]
+
+
+def test_export_errors_are_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["export", "mid-back-knot", "-o", str(tmp_path / "x.aac")])
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: cannot export to '{tmp_path / 'x.aac'}': unknown extension '.aac' (use .wav, .flac, .ogg or .mp3)\n"
+    result = runner.invoke(cli, ["export", "mid-back-knot", "--reps", "1", "-o", str(tmp_path / "no" / "x.wav")])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_second_export_synthesizes_nothing(tmp_path: Path) -> None:
+    from voicecoach.pipeline import phrase_cache
+
+    cache = phrase_cache()
+    cache.folder = tmp_path / "phrases"
+    first = prepare("upper-back-knot", options=Options(reps=2), cache=cache)
+    list(first.rendering.chunks())
+    assert cache.synthesized > 20
+    again = phrase_cache()
+    again.folder = cache.folder
+    second = prepare("upper-back-knot", options=Options(reps=2), cache=again)
+    assert b"".join(c.tobytes() for c in second.rendering.chunks()) == b"".join(
+        c.tobytes() for c in first.rendering.chunks())
+    assert again.synthesized == 0
+
+
+def test_every_phrase_really_comes_out() -> None:
+    """The pyttsx3 pitfalls: a phrase lost in a loop, or cut short. Many phrases in a row."""
+    from voicecoach.speech import Espeak
+
+    engine = Espeak()
+    words = [f"Rep {n}. Lift your left arm." for n in range(40)]
+    lengths = [engine.synthesize(w).shape[0] for w in words]
+    assert min(lengths) > 0.8 * SR
+    assert max(lengths) - min(lengths) < 0.6 * SR

@@ -1,0 +1,255 @@
+"""The command line: parse flags, call the library, print. Nothing heavy at import.
+
+`voicecoach --help` must start fast, so numpy, audio and TTS libraries are imported
+inside the commands that use them.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import RoutineError, VoicecoachError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_INTERRUPTED = 130
+
+
+def _fail(error: VoicecoachError) -> None:
+    if isinstance(error, RoutineError):
+        for problem in error.problems:
+            click.echo(str(problem), err=True)
+    else:
+        click.echo(f"Error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def _handled(f: F) -> F:
+    """Turn the library's errors into one line each and an exit code; never a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except VoicecoachError as e:
+            _fail(e)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _session_options(f: F) -> F:
+    """Options every command that builds a session shares."""
+    decorators = [
+        click.option("--variation", "-v", metavar="NAME",
+                     help="Which variation (default: the routine's default)."),
+        click.option("--level", type=click.Choice(["low", "middle", "high"]), default="middle",
+                     show_default=True, help="Where to sit in every range, e.g. a 20-30 s hold."),
+        click.option("--hold", "hold_s", type=click.FloatRange(1, 3600), metavar="SECONDS",
+                     help="Make every step's hold this long."),
+        click.option("--reps", type=click.IntRange(1, 1000), metavar="N",
+                     help="Make every rep count this many."),
+        click.option("--voice", metavar="NAME", help="espeak-ng voice (see `voicecoach voices`)."),
+        click.option("--rate", "rate_wpm", type=click.IntRange(80, 400), metavar="WPM",
+                     help="Speaking rate in words per minute (default 160)."),
+        click.option("--volume", type=click.FloatRange(0.1, 1.0), default=1.0, show_default=True,
+                     help="Voice level against the tones, 0.1 to 1."),
+    ]
+    for decorator in reversed(decorators):
+        f = decorator(f)
+    return f
+
+
+def _prepare(routine: str, variation: str | None, level: str, hold_s: float | None,
+             reps: int | None, voice: str | None, rate_wpm: int | None, volume: float) -> Any:
+    from .compile import Options
+    from .pipeline import VoiceSettings, prepare
+
+    return prepare(routine, variation, Options(level, hold_s, reps),
+                   VoiceSettings(voice, rate_wpm, volume))
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes):d}:{rest:04.1f}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="voicecoach")
+def cli() -> None:
+    """voicecoach: a voice-guided exercise coach.
+
+    Routines are YAML files; voicecoach speaks you through them, with tones for the
+    moments that matter, live or as an audio file.
+
+    \b
+    Example:
+        voicecoach list
+        voicecoach export mid-back-knot -o mid-back.mp3
+    """
+
+
+@cli.command("list")
+@_handled
+def list_cmd() -> None:
+    """List the bundled routines, their variations and session lengths.
+
+    \b
+    Example:
+        voicecoach list
+    """
+    from .load import iter_bundled
+    from .pipeline import prepare
+
+    for routine in iter_bundled():
+        click.echo(f"{routine.id}: {routine.title}")
+        for v in routine.variations:
+            length = prepare(routine, v.name).timeline.duration_s
+            default = " (default)" if v.default else ""
+            click.echo(f"  {v.name}{default}: {v.title}, {_clock(length)[:-2]}")
+
+
+@cli.command()
+@click.argument("routine")
+@_session_options
+@click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
+@_handled
+def show(routine: str, as_json: bool, **options: Any) -> None:
+    """Show the timeline of ROUTINE: when each line is said and each tone sounds.
+
+    ROUTINE is a bundled routine's id or a path to a YAML file.
+
+    \b
+    Example:
+        voicecoach show mid-back-knot --variation wall
+        voicecoach show upper-back-knot --level high --json
+    """
+    timeline = _prepare(routine, **options).timeline
+    if as_json:
+        click.echo(timeline.json_text())
+        return
+    click.echo(f"{timeline.title} ({timeline.variation}), {_clock(timeline.duration_s)}")
+    for e in timeline.events:
+        what = e.value if e.kind == "speech" else f"[{e.value.replace('_', ' ')} tone]"
+        click.echo(f"{_clock(e.start / timeline.sample_rate):>7}  {e.step[:24]:<24}  {what}")
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def validate(files: tuple[Path, ...]) -> None:
+    """Check routine FILES and report every problem in each.
+
+    \b
+    Example:
+        voicecoach validate my-routine.yaml
+    """
+    from .errors import RoutineError as Bad
+    from .load import load_file
+
+    worst = 0
+    for path in files:
+        try:
+            load_file(path)
+            click.echo(f"{path}: ok")
+        except Bad as e:
+            for problem in e.problems:
+                click.echo(str(problem), err=True)
+            worst = max(worst, e.exit_code)
+        except VoicecoachError as e:
+            click.echo(f"Error: {e}", err=True)
+            worst = max(worst, e.exit_code)
+    sys.exit(worst)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the routine format as a JSON Schema, for editors.
+
+    \b
+    Example:
+        voicecoach schema > routine.schema.json
+    """
+    from .schema import schema_json
+
+    click.echo(schema_json())
+
+
+@cli.command()
+@_handled
+def voices() -> None:
+    """List the installed espeak-ng voices (for --voice).
+
+    \b
+    Example:
+        voicecoach voices
+    """
+    from .speech import Espeak
+
+    for v in Espeak().voices():
+        click.echo(f"{v.id:<20} {v.name:<28} {', '.join(v.languages)}")
+
+
+@cli.command()
+@click.argument("routine")
+@_session_options
+@click.option("--output", "-o", type=click.Path(path_type=Path), metavar="FILE",
+              help="Where to write: .mp3, .ogg, .flac or .wav (default ROUTINE-VARIATION.mp3); "
+                   "with --all-variations, a directory.")
+@click.option("--captions", is_flag=True, help="Also write WebVTT captions beside the file.")
+@click.option("--stereo", is_flag=True, help="Two channels (-16 LUFS) instead of mono (-19 LUFS).")
+@click.option("--all-variations", is_flag=True,
+              help="One file per variation, plus an M3U playlist, in the -o directory.")
+@click.option("--format", "fmt", type=click.Choice(["mp3", "ogg", "flac", "wav"]), default="mp3",
+              show_default=True, help="File type for --all-variations.")
+@_handled
+def export(routine: str, output: Path | None, captions: bool, stereo: bool,
+           all_variations: bool, fmt: str, **options: Any) -> None:
+    """Export ROUTINE to an audio file, to play on a phone or a speaker.
+
+    The type follows the file's extension. Chapters (one per step) go into MP3, OGG
+    and FLAC files. The file is written whole or not at all.
+
+    \b
+    Example:
+        voicecoach export mid-back-knot -o mid-back.mp3
+        voicecoach export upper-back-knot --level high --captions -o upper.ogg
+        voicecoach export mid-back-knot --all-variations -o sessions/
+    """
+    from . import exporting
+
+    channels = 2 if stereo else 1
+    show_progress = sys.stderr.isatty()
+    if all_variations:
+        if options["variation"]:
+            raise click.UsageError("--all-variations and --variation do not go together")
+        written = exporting.export_all(routine, output or Path("."), fmt, options, channels=channels,
+                                       captions=captions, progress=show_progress)
+        for path in written:
+            click.echo(f"Wrote {path}")
+        return
+    path = exporting.export_one(routine, output, options, channels=channels, captions=captions,
+                                progress=show_progress)
+    for written_path in path:
+        click.echo(f"Wrote {written_path}")
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="voicecoach")
+    except KeyboardInterrupt:  # outside a command, e.g. while parsing
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

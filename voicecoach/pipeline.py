@@ -1,0 +1,51 @@
+"""Wire the stages for one session: load, compile, schedule, then render on demand.
+
+The CLI and tests call this; every stage stays a plain function of plain data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .compile import Options, compile_routine
+from .load import load
+from .model import Routine
+from .render import Rendering, ToneBank
+from .schedule import Timeline, schedule
+from .speech import Espeak, PhraseCache
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    voice: str | None = None
+    rate_wpm: int | None = None
+    volume: float = 1.0
+
+
+@dataclass
+class Session:
+    routine: Routine
+    timeline: Timeline
+    rendering: Rendering
+
+
+def phrase_cache(voice: VoiceSettings = VoiceSettings()) -> PhraseCache:
+    return PhraseCache(Espeak(voice.voice, voice.rate_wpm, voice.volume))
+
+
+def _base_dir(routine: Routine) -> Path | None:
+    path = Path(routine.file)
+    return path.parent if path.is_file() else None
+
+
+def prepare(routine: Routine | str, variation: str | None = None, options: Options = Options(),
+            voice: VoiceSettings = VoiceSettings(), cache: PhraseCache | None = None) -> Session:
+    """Everything up to the timeline; audio is rendered only when its chunks are read."""
+    if isinstance(routine, str):
+        routine = load(routine)
+    script = compile_routine(routine, variation, options)
+    cache = cache or phrase_cache(voice)
+    tones = ToneBank(routine.sounds, _base_dir(routine))
+    timeline = schedule(script, cache.length, tones.length)
+    return Session(routine, timeline, Rendering(timeline, cache, tones))

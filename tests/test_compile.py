@@ -50,9 +50,10 @@ def test_overrides_apply_to_every_hold_and_rep_count() -> None:
 
 def test_announcements_inside_a_hold_never_stretch_it() -> None:
     timeline = prepare("upper-back-knot").timeline
-    start, end = holds(timeline)[0]
+    start, end = holds(timeline)[-1]  # downward dog, 38 s
+    assert end - start == 38 * SR
     inside = [e for e in timeline.events if start < e.start < end]
-    assert [e.value for e in inside] == ["Halfway.", "Ten seconds left.", "countdown", "countdown", "countdown"]
+    assert [e.value for e in inside] == ["Halfway there.", "Ten seconds left.", "countdown", "countdown", "countdown"]
     halfway, ten_left, *ticks = inside
     assert halfway.start == start + (end - start) // 2
     assert ten_left.start == end - 10 * SR

@@ -458,10 +458,10 @@ def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Ro
     _finite(data, (), doc)
     _schema_problems(data, doc)
     if doc.problems:
-        raise RoutineError(doc.problems)
+        raise RoutineError(sorted(doc.problems, key=lambda p: (p.line, p.column)))
     routine = _Builder(data, doc).routine(routine_id)
     if doc.problems:
-        raise RoutineError(doc.problems)
+        raise RoutineError(sorted(doc.problems, key=lambda p: (p.line, p.column)))
     return routine
 
 

@@ -111,8 +111,8 @@ def schedule(script: Script, speech_length: Callable[[str], int],
             events.extend(placed)
             problems.extend(errors)
             clock += length
-    if problems:
-        raise RoutineError(problems)
+    if problems:  # a default announcement that fails does so in every hold: say it once
+        raise RoutineError(list(dict.fromkeys(problems)))
     duration = clock - (pause_tone if events and events[-1].kind == "tone" else pause_speech)
     duration = max(duration, events[-1].end if events else 0) + _samples(TAIL_S, sample_rate)
     bounds = [start for _, start in sections[1:]] + [duration]

@@ -187,3 +187,16 @@ def test_every_phrase_really_comes_out() -> None:
     for text, seen in lengths.items():
         assert min(seen) > 0.2 * SR, text
         assert max(seen) - min(seen) < 0.02 * SR, (text, seen)
+
+
+@pytest.mark.parametrize("chunk", [1000, 7001, 22050])
+def test_streaming_loudness_equals_pyloudnorm(chunk: int) -> None:
+    from voicecoach.render import StreamingLoudness
+
+    session = prepare("upper-back-knot", options=Options(reps=2, hold_s=5, level="low"))
+    whole = session.rendering.mix(0, session.rendering.total_samples)
+    meter = StreamingLoudness(SR)
+    for a in range(0, whole.size, chunk):
+        meter.feed(whole[a: a + chunk])
+    expected = pyloudnorm.Meter(SR).integrated_loudness(whole.astype(np.float64))
+    assert meter.integrated() == pytest.approx(expected, abs=1e-6)

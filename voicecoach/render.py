@@ -139,11 +139,26 @@ class StreamingLoudness:
     def feed(self, chunk: np.ndarray) -> None:
         from scipy.signal import lfilter
 
+        if not chunk.any() and all(float(np.abs(z).max()) < 1e-12 for z in self._state):
+            self._feed_squares(np.zeros(0), silent=chunk.size)  # silence: no filtering needed
+            return
         x = chunk.astype(np.float64)
         for i, (b, a, g) in enumerate(self._stages):
             x, self._state[i] = lfilter(b, a, x, zi=self._state[i])
             x = x * g
-        squares = x * x
+        self._feed_squares(x * x)
+
+    def _feed_squares(self, squares: np.ndarray, silent: int = 0) -> None:
+        if silent:
+            fill = min(silent, self._step - self._partial_n) if self._partial_n else 0
+            self._partial_n += fill
+            if self._partial_n == self._step:
+                self._energies.append(self._partial)
+                self._partial, self._partial_n = 0.0, 0
+            whole, rest = divmod(silent - fill, self._step)
+            self._energies.extend([0.0] * whole)
+            self._partial_n += rest
+            return
         pos = 0
         while pos < squares.size:
             take = min(self._step - self._partial_n, squares.size - pos)

@@ -64,13 +64,21 @@ def test_announcements_inside_a_hold_never_stretch_it() -> None:
 def test_a_cue_that_cannot_fit_is_an_error_naming_the_line() -> None:
     text = (
         "title: T\nsteps:\n  - name: Short\n    hold: 8\n    during:\n"
-        "      - left: 10\n        say: Ten seconds left.\n"
+        "      - left: 1\n        say: Ten seconds left.\n"
     )
     with pytest.raises(RoutineError) as info:
         prepare(loads(text, "short.yaml"))
     message = str(info.value)
-    assert message.startswith("short.yaml:6:9: steps[0].during[0]: 'Ten seconds left.' ")
-    assert "8-second window" in message
+    assert message.startswith("short.yaml:6:9: steps[0].during[0]: 'Ten seconds left.' (")
+    assert message.endswith("s) does not fit in the 8-second window it is placed in; "
+                            "make the window longer or the words shorter")
+
+
+def test_announcements_without_a_moment_in_a_short_hold_are_left_out() -> None:
+    timeline = prepare("upper-back-knot", options=Options(hold_s=9)).timeline
+    start, end = holds(timeline)[0]
+    inside = [e.value for e in timeline.events if start < e.start < end]
+    assert inside == ["countdown", "countdown", "countdown"]
 
 
 def test_tempo_phases_have_exact_lengths() -> None:

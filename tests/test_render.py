@@ -193,7 +193,7 @@ def test_every_phrase_really_comes_out() -> None:
 def test_streaming_loudness_equals_pyloudnorm(chunk: int) -> None:
     from voicecoach.render import StreamingLoudness
 
-    session = prepare("upper-back-knot", options=Options(reps=2, hold_s=5, level="low"))
+    session = prepare("upper-back-knot", options=Options(reps=2, hold_s=9, level="low"))
     whole = session.rendering.mix(0, session.rendering.total_samples)
     meter = StreamingLoudness(SR)
     for a in range(0, whole.size, chunk):

@@ -116,6 +116,8 @@ class _Compiler:
                     words: dict[str, str], label: str, where: Where) -> None:
         marks = [Mark(Tone("hold_start", step, label), "start", 0.0, where)]
         for a in during:
+            if a.kind in ("left", "after") and a.seconds >= seconds:
+                continue  # "ten seconds left" has no moment in an 8-second hold: it does not apply
             if a.kind == "halfway":
                 marks.append(Mark(Say(a.text.format(**words), step, label), "start", seconds / 2, a.where))
             elif a.kind == "after":
@@ -123,7 +125,7 @@ class _Compiler:
             elif a.kind == "left":
                 marks.append(Mark(Say(a.text.format(**words), step, label), "end", a.seconds, a.where))
             else:
-                for tick in range(int(a.seconds), 0, -1):
+                for tick in range(min(int(a.seconds), int(seconds) - 1), 0, -1):
                     marks.append(Mark(Tone("countdown", step, label), "end", float(tick), a.where))
         self.cues.append(Timed(seconds, tuple(marks), where))
         self.cues.append(Tone("hold_end", step, label))

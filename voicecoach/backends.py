@@ -1,0 +1,540 @@
+"""Live playback: one small Player interface over the sound device.
+
+The default backend is miniaudio (pyminiaudio): it talks to PulseAudio (and
+PipeWire's pulse server) natively, falls back to ALSA, bundles its C code in the
+wheel so nothing needs installing beside it, imports in ~30 ms, and played a 30 s
+stream of small chunks with no gap. sounddevice and simpleaudio were measured
+against it (scripts/bench_backends.py): PortAudio on Debian reaches PulseAudio
+only through ALSA's pulse plugin, cuts the last ~latency of a stream at close,
+and drops buffered audio on stop; simpleaudio cannot stream or pause.
+
+Everything that matters for a coach lives here, not in the library: a feeder
+thread renders ahead into a bounded queue, the device callback only copies from
+it (so a slow render step is an underrun, not a crash), pause and skip are
+decided in the callback with 5 ms fades (no clicks), and close() always releases
+both the stream and the server connection.
+
+numpy and miniaudio are imported inside functions only: `voicecoach --help` must
+start without them.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import importlib
+import sys
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from voicecoach import SAMPLE_RATE
+from voicecoach.errors import AudioError, UsageError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Samples = NDArray[np.float32]
+
+NO_DEVICE_MESSAGE = (
+    "no audio device or sound server found; use `voicecoach export` to write an audio file instead"
+)
+
+DEFAULT_BACKEND = "miniaudio"
+BACKENDS = ("miniaudio",)
+
+PERIOD_MS = 50
+"""Device callback period. With PERIODS, 150 ms of audio sits in the device buffer:
+enough that a render thread holding the GIL never starves the callback (50 ms x 2
+glitched under load in the bench), small enough that pause and skip feel immediate.
+First sound does not depend on it: the device starts only once the first chunk is
+queued, and the server starts playing as soon as it has data."""
+PERIODS = 3
+DEVICE_LATENCY_S = PERIOD_MS * PERIODS / 1000
+RENDER_AHEAD_S = 2.0
+"""How far the feeder renders ahead: absorbs a slow phrase synthesis."""
+OPEN_TIMEOUT_S = 3.0
+"""A sound server that accepts but never answers must not hang the CLI."""
+FADE_SAMPLES = SAMPLE_RATE // 200
+"""5 ms fades at pause, resume and replace: a cut mid-waveform clicks."""
+
+# Tried in this order; a backend not built for this OS fails fast and is skipped.
+# NULL is left out on purpose (miniaudio would "play" into nothing), and JACK too
+# (it tries to reach or start a jackd and prints to stderr when there is none).
+_MINIAUDIO_BACKENDS = (
+    "WASAPI",
+    "COREAUDIO",
+    "PULSEAUDIO",
+    "ALSA",
+    "SNDIO",
+    "AUDIO4",
+    "OSS",
+    "DSOUND",
+    "WINMM",
+)
+
+
+class Player(Protocol):
+    """What the CLI needs from live playback; see MiniaudioPlayer for the semantics."""
+
+    def start(self, chunks: Iterator[Samples]) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def position_samples(self) -> int: ...
+
+    def replace(self, chunks: Iterator[Samples], position_samples: int) -> None: ...
+
+    def wait(self, timeout_s: float | None = None) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Player: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+def open_player(backend: str | None = None) -> Player:
+    """Open the sound device, or raise AudioError(NO_DEVICE_MESSAGE) within OPEN_TIMEOUT_S."""
+    name = backend or DEFAULT_BACKEND
+    if name not in BACKENDS:
+        raise UsageError(f"unknown audio backend {name!r}; choose from: {', '.join(BACKENDS)}")
+    return MiniaudioPlayer(_open_bounded(_open_miniaudio_device, OPEN_TIMEOUT_S))
+
+
+# --------------------------------------------------------------------------- device
+
+
+class _Device(Protocol):
+    def start(self, generator: Generator[bytes, int, None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _open_miniaudio_device() -> _Device:
+    """A float32 mono device at SAMPLE_RATE, on the first backend that opens."""
+    try:
+        ma: Any = importlib.import_module("miniaudio")
+    except ImportError as e:  # a broken install, not a missing device: say which
+        raise AudioError(f"cannot load the miniaudio package: {e}") from e
+    _quiet_alsa()
+    backends = [getattr(ma.Backend, n) for n in _MINIAUDIO_BACKENDS if hasattr(ma.Backend, n)]
+    try:
+        device = ma.PlaybackDevice(
+            output_format=ma.SampleFormat.FLOAT32,
+            nchannels=1,
+            sample_rate=SAMPLE_RATE,
+            buffersize_msec=PERIOD_MS,
+            callback_periods=PERIODS,
+            backends=backends,
+            app_name="voicecoach",
+        )
+    except ma.MiniaudioError as e:
+        raise AudioError(NO_DEVICE_MESSAGE) from e
+    return _MiniaudioDevice(ma, device)
+
+
+class _MiniaudioDevice:
+    """Wraps pyminiaudio's PlaybackDevice to fix its one leak.
+
+    PlaybackDevice.close() uninitialises the device but never its context, which
+    holds a second connection to the sound server for the life of the process.
+    """
+
+    def __init__(self, ma: Any, device: Any) -> None:
+        self._ma = ma
+        self._device = device
+        self.backend: str = device.backend
+        self._closed = False
+
+    def start(self, generator: Generator[bytes, int, None]) -> None:
+        self._device.start(generator)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._device.close()
+        context = getattr(self._device, "_context", None)
+        if context is not None:
+            self._ma.lib.ma_context_uninit(context)
+
+
+def _open_bounded(opener: Callable[[], _Device], timeout_s: float) -> _Device:
+    """Run opener in a thread; past timeout_s give up, and close it if it ever opens."""
+    lock = threading.Lock()
+    done = threading.Event()
+    abandoned = threading.Event()
+    outcome: list[_Device | BaseException] = []
+
+    def work() -> None:
+        try:
+            item: _Device | BaseException = opener()
+        except BaseException as e:  # handed to the caller's thread
+            item = e
+        with lock:
+            if abandoned.is_set():
+                if not isinstance(item, BaseException):
+                    item.close()
+                return
+            outcome.append(item)
+        done.set()
+
+    threading.Thread(target=work, name="voicecoach-open", daemon=True).start()
+    try:
+        done.wait(timeout_s)
+    except BaseException:  # Ctrl-C while opening: nobody else would close it
+        with lock:
+            abandoned.set()
+            for item in outcome:
+                if not isinstance(item, BaseException):
+                    item.close()
+        raise
+    with lock:
+        if not outcome:
+            abandoned.set()
+            raise AudioError(NO_DEVICE_MESSAGE)
+        item = outcome[0]
+    if isinstance(item, AudioError):
+        raise item
+    if isinstance(item, BaseException):
+        raise AudioError(NO_DEVICE_MESSAGE) from item
+    return item
+
+
+_alsa_handler: Any = None
+
+
+def _quiet_alsa() -> None:
+    """Stop libasound printing its errors (dozens of lines when there is no card).
+
+    miniaudio falls back to ALSA when no sound server answers, and libasound
+    writes each failed probe to stderr; a person should see only our one line.
+    """
+    global _alsa_handler
+    if _alsa_handler is not None or not sys.platform.startswith("linux"):
+        return
+    try:
+        asound = ctypes.CDLL("libasound.so.2")
+    except OSError:
+        return
+    # The real signature ends in "...": a callee that ignores every argument is safe.
+    handler_type = ctypes.CFUNCTYPE(None)
+    _alsa_handler = handler_type(lambda: None)  # kept alive: libasound keeps the pointer
+    asound.snd_lib_error_set_handler(_alsa_handler)
+
+
+# --------------------------------------------------------------------------- player
+
+
+class MiniaudioPlayer:
+    """A pulled stream of float32 mono chunks at SAMPLE_RATE, played gaplessly.
+
+    - start(chunks): a feeder thread pulls chunks, up to RENDER_AHEAD_S ahead; the
+      device starts when the first one is queued.
+    - position_samples: samples of the stream handed to the device (what is heard
+      lags it by up to DEVICE_LATENCY_S). It does not move while paused or during
+      an underrun, so it stays exact on the session's timeline; replace() sets it.
+    - pause()/resume(): decided in the callback (5 ms fades); the device keeps
+      running and plays silence, so resuming is immediate and loses nothing.
+    - replace(chunks, position_samples): the next callback fades out the old
+      stream and plays the new one, for "next step" and "restart step".
+    - wait(timeout_s): True once the stream is exhausted and has played out;
+      re-raises an exception raised by the chunk iterator.
+    - close(): idempotent; stops the device, releases the server connection.
+    """
+
+    def __init__(self, device: _Device) -> None:
+        self._device = device
+        self._cond = threading.Condition(threading.Lock())
+        self._queue: collections.deque[Samples] = collections.deque()
+        self._queued = 0
+        self._chunks: Iterator[Samples] | None = None
+        self._generation = 0
+        self._source_done = False
+        self._error: BaseException | None = None
+        self._position = 0
+        self._paused = False
+        self._fading_out = False
+        self._fade_in_left = 0
+        self._tail: Samples | None = None
+        self._played_out_at: float | None = None
+        self._device_started = False
+        self._closed = False
+        self._feeder: threading.Thread | None = None
+        self.underruns = 0
+        """Callbacks that found the queue empty mid-stream: the render fell behind."""
+
+    # -- public interface
+
+    @property
+    def position_samples(self) -> int:
+        return self._position
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def start(self, chunks: Iterator[Samples]) -> None:
+        """Begin playing chunks; a second call acts as replace(chunks, 0)."""
+        with self._cond:
+            if self._closed:
+                raise AudioError("the audio device is closed")
+            if self._feeder is not None:
+                started = True
+            else:
+                started = False
+                self._set_source(chunks, 0, fade=False)
+                self._feeder = threading.Thread(
+                    target=self._feed, name="voicecoach-feeder", daemon=True
+                )
+                self._feeder.start()
+        if started:
+            self.replace(chunks, 0)
+
+    def pause(self) -> None:
+        with self._cond:
+            if not self._paused:
+                self._paused = True
+                self._fading_out = True
+                self._fade_in_left = 0
+
+    def resume(self) -> None:
+        with self._cond:
+            if self._paused:
+                self._paused = False
+                self._fading_out = False
+                self._fade_in_left = FADE_SAMPLES
+                self._cond.notify_all()
+
+    def replace(self, chunks: Iterator[Samples], position_samples: int) -> None:
+        """Swap the source at the next callback; position_samples names where it starts."""
+        with self._cond:
+            if self._feeder is None:
+                raise AudioError("replace() before start()")
+            self._set_source(chunks, position_samples, fade=True)
+            self._cond.notify_all()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """True when the stream is exhausted and has played out; False on timeout or close."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while True:
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                if self._closed:
+                    return False
+                if self._played_out_at is not None and not self._paused:
+                    played_out_at = self._played_out_at
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Short waits keep Ctrl-C prompt on every platform.
+                self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
+        # The last sample was handed to the device; let its buffer play out.
+        drain = played_out_at + DEVICE_LATENCY_S + 0.02 - time.monotonic()
+        if deadline is not None and drain > deadline - time.monotonic():
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return False
+        if drain > 0:
+            time.sleep(drain)
+        return True
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        # Never under our lock: uninit waits for a running callback, which takes it.
+        self._device.close()
+        if self._feeder is not None and self._feeder is not threading.current_thread():
+            # It may be inside a slow render step; it exits after it, as a daemon.
+            self._feeder.join(timeout=0.5)
+
+    def __enter__(self) -> MiniaudioPlayer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- shared by the threads, called with the lock held
+
+    def _set_source(self, chunks: Iterator[Samples], position: int, *, fade: bool) -> None:
+        if fade:
+            if not self._paused and self._queue:
+                self._tail = self._take(FADE_SAMPLES)
+                self._tail *= _ramp(len(self._tail), down=True)
+            self._fade_in_left = FADE_SAMPLES
+        self._queue.clear()
+        self._queued = 0
+        self._chunks = chunks
+        self._generation += 1
+        self._source_done = False
+        self._played_out_at = None
+        self._position = position
+
+    def _take(self, frames: int) -> Samples:
+        """Up to frames samples off the head of the queue, as one new array."""
+        import numpy as np
+
+        parts: list[Samples] = []
+        need = frames
+        while need > 0 and self._queue:
+            head = self._queue[0]
+            if len(head) <= need:
+                parts.append(self._queue.popleft())
+                need -= len(head)
+            else:
+                parts.append(head[:need])
+                self._queue[0] = head[need:]
+                need = 0
+        taken = frames - need
+        self._queued -= taken
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+    # -- feeder thread
+
+    def _feed(self) -> None:
+        """Pull chunks ahead of the callback; the only thread that runs the iterator."""
+        import numpy as np
+
+        running: Iterator[Samples] | None = None
+        try:
+            while True:
+                with self._cond:
+                    while not self._closed and (
+                        self._source_done or self._queued >= RENDER_AHEAD_S * SAMPLE_RATE
+                    ):
+                        self._cond.wait()
+                    if self._closed:
+                        return
+                    chunks, generation = self._chunks, self._generation
+                if chunks is not running:
+                    _close_iterator(running)
+                    running = chunks
+                assert chunks is not None
+                try:
+                    chunk = np.asarray(next(chunks), dtype=np.float32)
+                    if chunk.ndim != 1:
+                        raise ValueError(f"audio chunks must be 1-D, got shape {chunk.shape}")
+                except StopIteration:
+                    chunk, done, error = None, True, None
+                except BaseException as e:  # handed to wait() in the caller's thread
+                    chunk, done, error = None, True, e
+                else:
+                    done, error = False, None
+                start_device = False
+                with self._cond:
+                    if generation != self._generation or self._closed:
+                        continue
+                    if error is not None:
+                        self._error = error
+                    if done:
+                        self._source_done = True
+                    elif chunk is not None and len(chunk):
+                        self._queue.append(chunk)
+                        self._queued += len(chunk)
+                    # Prefill one device buffer: a short first chunk must not underrun.
+                    start_device = not self._device_started and (
+                        done or self._queued >= DEVICE_LATENCY_S * SAMPLE_RATE
+                    )
+                    self._device_started = self._device_started or start_device
+                    self._cond.notify_all()
+                if start_device:
+                    try:
+                        self._device.start(self._pump())
+                    except Exception as e:  # a device that vanished between open and start
+                        with self._cond:
+                            self._error = AudioError(f"{NO_DEVICE_MESSAGE} ({e})")
+                            self._cond.notify_all()
+                        return
+        finally:
+            _close_iterator(running)
+
+    # -- audio thread
+
+    def _pump(self) -> Generator[bytes, int, None]:
+        """The generator miniaudio calls from its audio thread: frames in, bytes out."""
+        frames = yield b""
+        while True:
+            frames = yield self._fill(frames).tobytes()
+
+    def _fill(self, frames: int) -> Samples:
+        """One callback's worth of samples; never raises, never blocks on the feeder."""
+        import numpy as np
+
+        out = np.zeros(frames, dtype=np.float32)
+        try:
+            with self._cond:
+                filled = 0
+                if self._tail is not None:
+                    n = min(len(self._tail), frames)
+                    out[:n] = self._tail[:n]
+                    self._tail = self._tail[n:] if n < len(self._tail) else None
+                    filled = n
+                if self._paused:
+                    if self._fading_out:
+                        self._fading_out = False
+                        fade = self._take(min(FADE_SAMPLES, frames - filled))
+                        out[filled : filled + len(fade)] = fade * _ramp(len(fade), down=True)
+                        self._position += len(fade)
+                    return out
+                data = self._take(frames - filled)
+                if self._fade_in_left and len(data):
+                    n = min(self._fade_in_left, len(data))
+                    start = FADE_SAMPLES - self._fade_in_left
+                    data[:n] *= _ramp(FADE_SAMPLES, down=False)[start : start + n]
+                    self._fade_in_left -= n
+                out[filled : filled + len(data)] = data
+                self._position += len(data)
+                if filled + len(data) < frames:
+                    if self._source_done and not self._queue:
+                        if self._played_out_at is None:
+                            self._played_out_at = time.monotonic()
+                    elif self._device_started:
+                        self.underruns += 1
+                self._cond.notify_all()
+        except Exception as e:  # an exception here would silence the device for good
+            self._error = e
+        return out
+
+
+def _ramp(n: int, *, down: bool) -> Samples:
+    import numpy as np
+
+    ramp = np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32)
+    return ramp[::-1].copy() if down else ramp
+
+
+def _close_iterator(it: object) -> None:
+    """Close a replaced generator so its finally blocks (temp files, TTS) run now."""
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:  # noqa: S110 - a failing cleanup of a dropped source changes nothing
+            pass

@@ -19,8 +19,8 @@ import soundfile
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the checkout's tones, installed or not
 
-from voicecoach import SAMPLE_RATE
-from voicecoach.tones import TONE_KINDS, generate
+from voicecoach import SAMPLE_RATE  # noqa: E402
+from voicecoach.tones import TONE_KINDS, generate  # noqa: E402
 
 PCM16_SCALE = 32768
 """libsndfile reads 16-bit PCM as value / 32768, so writing with the same scale makes

@@ -38,7 +38,7 @@ def test_unknown_variation_is_one_line_exit_2() -> None:
 def test_bad_routine_file_lists_every_problem(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("title: T\nsteps:\n  - name: A\n    hold: soon\n    hodl: 3\n")
-    code, out, err = run("validate", str(path))
+    code, _, err = run("validate", str(path))
     assert code == 2
     assert err == (
         f"{path}:4:11: steps[0].hold: expected seconds or a range like 20-30, got 'soon'\n"
@@ -83,7 +83,7 @@ def test_list_shows_routines_variations_and_lengths() -> None:
     code, out, _ = run("list")
     assert code == 0
     assert re.search(r"^mid-back-knot: Mid-back knot\n  kneeling \(default\): Kneeling with a foam roller, \d+:\d\d\n"
-                     r"  wall: Standing, with the foam roller on a wall, \d+:\d\d\n", out, re.M)
+                     r"  wall: Standing, with the foam roller on a wall, \d+:\d\d\n", out, re.MULTILINE)
     assert "upper-back-knot: Upper-back knot\n  standard (default): Standard, " in out
 
 
@@ -91,7 +91,7 @@ def test_schema_is_json_schema() -> None:
     import jsonschema
     import yaml
 
-    code, out, _ = run("schema")
+    _, out, _ = run("schema")
     schema = json.loads(out)
     jsonschema.Draft202012Validator.check_schema(schema)
     routine = yaml.safe_load(Path("voicecoach/routines/mid-back-knot.yaml").read_text())

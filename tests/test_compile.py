@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from voicecoach import SAMPLE_RATE
@@ -84,7 +86,7 @@ def test_announcements_without_a_moment_in_a_short_hold_are_left_out() -> None:
 def test_tempo_phases_have_exact_lengths() -> None:
     timeline = prepare("mid-back-knot", options=Options(reps=3)).timeline
     counts = [e for e in timeline.events if e.value in ("1", "2", "3")]
-    rep_lengths = {b.start - a.start for a, b in zip(counts, counts[1:])}
+    rep_lengths = {b.start - a.start for a, b in itertools.pairwise(counts)}
     tone = next(e for e in timeline.events if e.value == "switch")
     # reach 3 s, lift 2 s, down 1.5 s, switch tone + pause, lift 2 s, down 1.5 s, back 3 s
     expected = round(3 * SR) + 2 * (2 * SR + round(1.5 * SR)) + (tone.end - tone.start) + round(0.2 * SR) + 3 * SR

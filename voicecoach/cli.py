@@ -231,15 +231,14 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
     if all_variations:
         if options["variation"]:
             raise click.UsageError("--all-variations and --variation do not go together")
-        written = exporting.export_all(routine, output or Path("."), fmt, options, channels=channels,
-                                       captions=captions, progress=show_progress)
-        for path in written:
+        for path in exporting.export_all(routine, output or Path("."), fmt, options,
+                                         channels=channels, captions=captions,
+                                         progress=show_progress):
             click.echo(f"Wrote {path}")
         return
-    path = exporting.export_one(routine, output, options, channels=channels, captions=captions,
-                                progress=show_progress)
-    for written_path in path:
-        click.echo(f"Wrote {written_path}")
+    for path in exporting.export_one(routine, output, options, channels=channels,
+                                     captions=captions, progress=show_progress):
+        click.echo(f"Wrote {path}")
 
 
 def main() -> None:

@@ -261,8 +261,9 @@ def check_variation(routine: Routine, variation: str | None) -> str:
 
 
 def compile_routine(routine: Routine, variation: str | None = None,
-                    options: Options = Options()) -> Script:
+                    options: Options | None = None) -> Script:
     """Routine + variation + options -> the flat script of cues."""
+    options = options or Options()
     if options.level not in LEVELS:
         raise UsageError(f"unknown level '{options.level}': valid: {', '.join(LEVELS)}")
     return _Compiler(routine, check_variation(routine, variation), options).run()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,16 @@ def _session(routine: Any, variation: str | None, options: dict[str, Any]) -> Se
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Any]:
+def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None] | None]:
     if not enabled:
         yield None
         return
+    import sys
+
     import click
 
-    with click.progressbar(length=total, label=label, file=click.get_text_stream("stderr")) as bar:
+    bar: Any = click.progressbar(length=total, label=label, file=sys.stderr)
+    with bar:
         yield bar.update
 
 
@@ -41,7 +44,7 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
     chapters = [Chapter(s.title, s.start, s.end) for s in timeline.sections]
     rendering = session.rendering
     with _progress_bar(progress, rendering.total_samples, f"Rendering {path.name}") as update:
-        rendering.gain  # measured before writing, so the bar tracks the file
+        _ = rendering.gain  # measured before writing, so the bar tracks the file
         write_audio(path, rendering.chunks(), total_samples=rendering.total_samples,
                     sample_rate=timeline.sample_rate, channels=channels,
                     title=f"{timeline.title} ({timeline.variation})", chapters=chapters,

@@ -109,7 +109,7 @@ def _scan(text: str, doc: _Doc) -> bool:
     documents = 0
     for event in yaml.parse(text, Loader=yaml.SafeLoader):
         mark = event.start_mark
-        where = Where(doc.file, mark.line + 1, mark.column + 1, "")
+        where = Where(doc.file, mark.line + 1, mark.column + 1, "") if mark else Where(doc.file, 1, 1, "")
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             doc.problems.append(where.problem("anchors and aliases (& and *) are not allowed"))
             return False

@@ -30,7 +30,8 @@ class Session:
     rendering: Rendering
 
 
-def phrase_cache(voice: VoiceSettings = VoiceSettings()) -> PhraseCache:
+def phrase_cache(voice: VoiceSettings | None = None) -> PhraseCache:
+    voice = voice or VoiceSettings()
     return PhraseCache(Espeak(voice.voice, voice.rate_wpm, voice.volume))
 
 
@@ -39,8 +40,13 @@ def _base_dir(routine: Routine) -> Path | None:
     return path.parent if path.is_file() else None
 
 
-def prepare(routine: Routine | str, variation: str | None = None, options: Options = Options(),
-            voice: VoiceSettings = VoiceSettings(), cache: PhraseCache | None = None) -> Session:
+DEFAULT_OPTIONS = Options()
+DEFAULT_VOICE = VoiceSettings()
+
+
+def prepare(routine: Routine | str, variation: str | None = None,
+            options: Options = DEFAULT_OPTIONS, voice: VoiceSettings = DEFAULT_VOICE,
+            cache: PhraseCache | None = None) -> Session:
     """Everything up to the timeline; audio is rendered only when its chunks are read."""
     if isinstance(routine, str):
         routine = load(routine)

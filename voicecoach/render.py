@@ -130,7 +130,7 @@ class StreamingLoudness:
         meter = pyloudnorm.Meter(sample_rate)
         self._stages = [(f.b, f.a, f.passband_gain) for f in meter._filters.values()]
         self._state = [lfilter_zi(b, a) * 0.0 for b, a, _ in self._stages]
-        self._step = int(round(0.1 * sample_rate))
+        self._step = round(0.1 * sample_rate)
         self._block = 4 * self._step
         self._partial = 0.0
         self._partial_n = 0

@@ -78,7 +78,7 @@ class Timeline:
 
 
 def _samples(seconds: float, sample_rate: int) -> int:
-    return int(round(seconds * sample_rate))
+    return round(seconds * sample_rate)
 
 
 def schedule(script: Script, speech_length: Callable[[str], int],

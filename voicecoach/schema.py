@@ -120,7 +120,7 @@ _PHASE = {
         "switch": {"$ref": "#/$defs/text", "description": "said at each arm switch"},
     },
 }
-_STEP = {
+_STEP: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
     "required": ["name"],

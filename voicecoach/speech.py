@@ -90,7 +90,8 @@ def _limit(samples: np.ndarray, ceiling: float) -> np.ndarray:
     floor = minimum_filter1d(gain, size=2 * width + 1, mode="nearest")
     window = np.hanning(width + 2)[1:-1]
     smooth = np.convolve(floor, window / window.sum(), mode="same")
-    return np.clip(samples * smooth, -ceiling, ceiling)
+    limited: np.ndarray = np.clip(samples * smooth, -ceiling, ceiling)
+    return limited
 
 
 class Espeak:

@@ -416,7 +416,7 @@ def _spectral_score(
         return None
     if np.any(band_energy / notes_energy < _MIN_SHARE_RATIO * template.shares):
         return None
-    for band, (below, above) in zip(template.bands, template.rings):
+    for band, (below, above) in zip(template.bands, template.rings, strict=True):
         ring_density = np.concatenate((power[below], power[above])).mean()
         if power[band].mean() < _MIN_CONTRAST * ring_density:
             return None

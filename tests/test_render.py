@@ -18,6 +18,7 @@ from voicecoach.pipeline import prepare
 from voicecoach.schedule import Timeline
 
 SR = SAMPLE_RATE
+SHORT_ROUTINE = str(Path(__file__).parent / "cases" / "short.yaml")
 MS = SR // 1000
 
 
@@ -173,6 +174,23 @@ def test_second_export_synthesizes_nothing(tmp_path: Path) -> None:
     assert b"".join(c.tobytes() for c in second.rendering.chunks()) == b"".join(
         c.tobytes() for c in first.rendering.chunks())
     assert again.synthesized == 0
+
+
+def test_the_session_gain_is_measured_once_then_cached(tmp_path: Path) -> None:
+    from voicecoach.pipeline import phrase_cache
+
+    cache = phrase_cache()
+    cache.folder = tmp_path / "phrases"
+    first = prepare(SHORT_ROUTINE, cache=cache)
+    measured = first.rendering.gain
+    stored = list((tmp_path / "gains").iterdir())
+    assert len(stored) == 1
+    assert json.loads(stored[0].read_text()) == {"gain": measured}
+    again = prepare(SHORT_ROUTINE, cache=cache)
+    assert again.rendering._gain_path() == stored[0]
+    assert again.rendering.gain == measured
+    other = prepare(SHORT_ROUTINE, options=Options(level="high", hold_s=7), cache=cache)
+    assert other.rendering._gain_path() != stored[0]
 
 
 def test_every_phrase_really_comes_out() -> None:

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError, UsageError
@@ -46,14 +46,16 @@ NO_DEVICE_MESSAGE = (
 DEFAULT_BACKEND = "miniaudio"
 BACKENDS = ("miniaudio",)
 
-PERIOD_MS = 50
-"""Device callback period. With PERIODS, 150 ms of audio sits in the device buffer:
-enough that a render thread holding the GIL never starves the callback (50 ms x 2
-glitched under load in the bench), small enough that pause and skip feel immediate.
-First sound does not depend on it: the device starts only once the first chunk is
-queued, and the server starts playing as soon as it has data."""
-PERIODS = 3
+PERIOD_MS = 100
+"""Device callback period. miniaudio's PulseAudio backend keeps only about two
+periods queued in the server whatever PERIODS says, so the period is the knob:
+at 50 ms a 110 ms stall of the audio thread (GIL, a busy VM) left a 30 ms gap;
+at 100 ms none was seen in the bench. First sound does not depend on it: the
+device starts once the first chunk is queued and the server plays it at once."""
+PERIODS = 2
 DEVICE_LATENCY_S = PERIOD_MS * PERIODS / 1000
+"""Upper bound on audio handed over but not yet heard: pause and skip take effect
+within it, and wait() lets it play out before reporting the end."""
 RENDER_AHEAD_S = 2.0
 """How far the feeder renders ahead: absorbs a slow phrase synthesis."""
 OPEN_TIMEOUT_S = 3.0
@@ -98,7 +100,7 @@ class Player(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Player: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(
         self,
@@ -184,7 +186,7 @@ def _open_bounded(opener: Callable[[], _Device], timeout_s: float) -> _Device:
     def work() -> None:
         try:
             item: _Device | BaseException = opener()
-        except BaseException as e:  # handed to the caller's thread
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             item = e
         with lock:
             if abandoned.is_set():
@@ -368,7 +370,7 @@ class MiniaudioPlayer:
             # It may be inside a slow render step; it exits after it, as a daemon.
             self._feeder.join(timeout=0.5)
 
-    def __enter__(self) -> MiniaudioPlayer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -443,7 +445,7 @@ class MiniaudioPlayer:
                         raise ValueError(f"audio chunks must be 1-D, got shape {chunk.shape}")
                 except StopIteration:
                     chunk, done, error = None, True, None
-                except BaseException as e:  # handed to wait() in the caller's thread
+                except BaseException as e:  # noqa: BLE001 - re-raised by wait()
                     chunk, done, error = None, True, e
                 else:
                     done, error = False, None
@@ -466,8 +468,10 @@ class MiniaudioPlayer:
                     self._cond.notify_all()
                 if start_device:
                     try:
-                        self._device.start(self._pump())
-                    except Exception as e:  # a device that vanished between open and start
+                        pump = self._pump()
+                        next(pump)  # pyminiaudio sends frame counts to a started generator
+                        self._device.start(pump)
+                    except Exception as e:  # noqa: BLE001 - the device vanished since open
                         with self._cond:
                             self._error = AudioError(f"{NO_DEVICE_MESSAGE} ({e})")
                             self._cond.notify_all()
@@ -518,7 +522,7 @@ class MiniaudioPlayer:
                     elif self._device_started:
                         self.underruns += 1
                 self._cond.notify_all()
-        except Exception as e:  # an exception here would silence the device for good
+        except Exception as e:  # noqa: BLE001 - raising here silences the device for good
             self._error = e
         return out
 
@@ -536,5 +540,5 @@ def _close_iterator(it: object) -> None:
     if close is not None:
         try:
             close()
-        except Exception:  # noqa: S110 - a failing cleanup of a dropped source changes nothing
+        except Exception:  # noqa: BLE001, S110 - the source is dropped either way
             pass

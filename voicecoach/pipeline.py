@@ -54,4 +54,5 @@ def prepare(routine: Routine | str, variation: str | None = None,
     cache = cache or phrase_cache(voice)
     tones = ToneBank(routine.sounds, _base_dir(routine))
     timeline = schedule(script, cache.length, tones.length)
-    return Session(routine, timeline, Rendering(timeline, cache, tones))
+    gains = cache.folder.parent / "gains"
+    return Session(routine, timeline, Rendering(timeline, cache, tones, gain_cache=gains))

@@ -23,7 +23,8 @@ PAUSE_AFTER_SPEECH_S = 0.35
 PAUSE_AFTER_TONE_S = 0.2
 FOLLOW_GAP_S = 0.1
 """Between two cues placed one after the other inside a window."""
-LEAD_IN_S = 0.5
+LEAD_IN_S = 0.25
+"""A breath of silence before the first word, so no player clips it."""
 TAIL_S = 1.0
 
 

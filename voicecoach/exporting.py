@@ -16,7 +16,7 @@ def _session(routine: Any, variation: str | None, options: dict[str, Any]) -> Se
     return prepare(
         routine, variation,
         Options(options["level"], options["hold_s"], options["reps"]),
-        VoiceSettings(options["voice"], options["rate_wpm"], options["volume"]),
+        VoiceSettings(options["voice"], options["rate_wpm"], options["volume"], options["engine"]),
     )
 
 

@@ -13,7 +13,10 @@ from .load import load
 from .model import Routine
 from .render import Rendering, ToneBank
 from .schedule import Timeline, schedule
-from .speech import Espeak, PhraseCache
+from .errors import UsageError
+from .speech import Espeak, PhraseCache, Synthesizer
+
+ENGINES = ("espeak", "piper")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,7 @@ class VoiceSettings:
     voice: str | None = None
     rate_wpm: int | None = None
     volume: float = 1.0
+    engine: str = "espeak"
 
 
 @dataclass
@@ -32,7 +36,18 @@ class Session:
 
 def phrase_cache(voice: VoiceSettings | None = None) -> PhraseCache:
     voice = voice or VoiceSettings()
-    return PhraseCache(Espeak(voice.voice, voice.rate_wpm, voice.volume))
+    return PhraseCache(synthesizer(voice))
+
+
+def synthesizer(voice: VoiceSettings) -> Synthesizer:
+    """The engine by name; the neural one is imported only when asked for."""
+    if voice.engine == "espeak":
+        return Espeak(voice.voice, voice.rate_wpm, voice.volume)
+    if voice.engine == "piper":
+        from .piper import Piper
+
+        return Piper(voice.voice, voice.rate_wpm, voice.volume)
+    raise UsageError(f"unknown engine '{voice.engine}': valid: {', '.join(ENGINES)}")
 
 
 def _base_dir(routine: Routine) -> Path | None:

@@ -2,8 +2,7 @@
 
 Memory stays flat however long the session: chunks are mixed one at a time from the
 phrase cache (memory-mapped) and the tone bank. Loudness is measured in a first pass
-over the same chunks (BS.1770 K-weighting with pyloudnorm's filters, gated in blocks
-of 400 ms), then one gain brings the session to the spoken-word target with peaks
+over the same chunks (BS.1770, see loudness.py), then one gain brings the session to the spoken-word target with peaks
 kept at or below -1 dBFS. Play and export both read `Rendering.chunks`, so what is
 heard and what is written are the same samples.
 """
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .loudness import LoudnessMeter
 from .schedule import Timeline
 from .speech import PhraseCache, store_atomically
 
@@ -28,7 +28,6 @@ TARGET_LUFS_MONO = -19.0
 """Spoken word, mono; the same audio in two channels measures 3 LU louder: -16 LUFS."""
 PEAK_CEILING_DBFS = -1.0
 CHUNK_SAMPLES = 22050
-DENORMAL = 1e-30
 
 
 class ToneBank:
@@ -117,7 +116,7 @@ class Rendering:
         return self._gain
 
     def _measure_gain(self) -> float:
-        meter = StreamingLoudness(self.timeline.sample_rate)
+        meter = LoudnessMeter(self.timeline.sample_rate)
         peak = 0.0
         for a in range(0, self.total_samples, self.chunk_samples):
             chunk = self.mix(a, min(a + self.chunk_samples, self.total_samples))
@@ -141,76 +140,3 @@ class Rendering:
             if progress is not None:
                 progress(chunk.shape[0])
             yield chunk
-
-
-class StreamingLoudness:
-    """BS.1770 integrated loudness of a mono stream fed in chunks, in flat memory.
-
-    pyloudnorm measures whole arrays only; this keeps its K-weighting filters' state
-    across chunks and one energy per 100 ms, then gates exactly as it does.
-    """
-
-    def __init__(self, sample_rate: int) -> None:
-        import pyloudnorm
-        from scipy.signal import lfilter_zi
-
-        meter = pyloudnorm.Meter(sample_rate)
-        self._stages = [(f.b, f.a, f.passband_gain) for f in meter._filters.values()]
-        self._state = [lfilter_zi(b, a) * 0.0 for b, a, _ in self._stages]
-        self._step = round(0.1 * sample_rate)
-        self._block = 4 * self._step
-        self._partial = 0.0
-        self._partial_n = 0
-        self._energies: list[float] = []
-
-    def feed(self, chunk: np.ndarray) -> None:
-        from scipy.signal import lfilter
-
-        if not chunk.any() and all(float(np.abs(z).max()) < 1e-12 for z in self._state):
-            self._feed_squares(np.zeros(0), silent=chunk.size)  # silence: no filtering needed
-            return
-        x = chunk.astype(np.float64)
-        for i, (b, a, g) in enumerate(self._stages):
-            x, state = lfilter(b, a, x, zi=self._state[i])
-            state[np.abs(state) < DENORMAL] = 0.0  # a decayed tail would go subnormal: 25x slower
-            self._state[i] = state
-            x = x * g
-        self._feed_squares(x * x)
-
-    def _feed_squares(self, squares: np.ndarray, silent: int = 0) -> None:
-        if silent:
-            fill = min(silent, self._step - self._partial_n) if self._partial_n else 0
-            self._partial_n += fill
-            if self._partial_n == self._step:
-                self._energies.append(self._partial)
-                self._partial, self._partial_n = 0.0, 0
-            whole, rest = divmod(silent - fill, self._step)
-            self._energies.extend([0.0] * whole)
-            self._partial_n += rest
-            return
-        pos = 0
-        while pos < squares.size:
-            take = min(self._step - self._partial_n, squares.size - pos)
-            self._partial += float(squares[pos: pos + take].sum())
-            self._partial_n += take
-            pos += take
-            if self._partial_n == self._step:
-                self._energies.append(self._partial)
-                self._partial, self._partial_n = 0.0, 0
-
-    def integrated(self) -> float:
-        e = np.array(self._energies)
-        if e.size < 4:
-            return float("-inf")
-        z = (e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / self._block
-        with np.errstate(divide="ignore"):
-            loud = -0.691 + 10 * np.log10(z)
-        gated = z[loud >= -70]
-        if gated.size == 0:
-            return float("-inf")
-        relative = -0.691 + 10 * np.log10(gated.mean()) - 10
-        final = z[(loud >= -70) & (loud > relative)]
-        if final.size == 0:
-            return float("-inf")
-        return float(-0.691 + 10 * np.log10(final.mean()))
-

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import SAMPLE_RATE
 from .errors import AudioError, UsageError
+from .loudness import integrated_loudness, limit
 
 SPEECH_LUFS = -19.0
 """Every phrase is levelled to this loudness, so the voice is even from line to line."""
@@ -29,7 +30,7 @@ PEAK_CEILING = 10 ** (-2.5 / 20)
 """Phrase peaks stay below -2.5 dBFS, leaving room for the session's final level."""
 LIMIT_WINDOW_S = 0.005
 EDGE_S = 0.01
-PROCESSING_VERSION = "1"
+PROCESSING_VERSION = "2"
 """Part of every cache key: bump it when trimming or levelling changes."""
 DEFAULT_RATE_WPM = 160
 NO_ESPEAK = "no text-to-speech engine: install espeak-ng (on Debian: apt-get install espeak-ng)"
@@ -49,50 +50,28 @@ class Voice:
 
 
 def _level(samples: np.ndarray) -> np.ndarray:
-    """Trim silence at the edges and level the phrase to SPEECH_LUFS."""
-    import pyloudnorm
+    """Trim silence at the edges, level the phrase to SPEECH_LUFS, hold peaks under the ceiling.
 
+    espeak-ng's peaks stand 16 dB or more above its loudness: scaling a whole phrase
+    down for one plosive would leave it quieter than the rest, so peaks are limited.
+    """
     if samples.size == 0:
         return samples.astype(np.float32)
     loud = np.flatnonzero(np.abs(samples) > 10 ** (SILENCE_DBFS / 20))
     if loud.size == 0:
         return np.zeros(0, np.float32)
     edge = int(EDGE_S * SAMPLE_RATE)
-    samples = samples[max(0, loud[0] - edge): loud[-1] + edge]
-    block = max(samples.size, int(0.4 * SAMPLE_RATE) + 1)
-    padded = np.zeros(block, np.float64)
-    padded[: samples.size] = samples
-    loudness = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(padded)
-    if not np.isfinite(loudness):
-        return samples.astype(np.float32)
-    for _ in range(3):  # limiting lowers loudness a little: level, limit, level again
-        samples = samples * 10 ** ((SPEECH_LUFS - loudness) / 20)
-        samples = _limit(samples, PEAK_CEILING)
+    samples = samples[max(0, loud[0] - edge): loud[-1] + edge].astype(np.float64)
+    block = max(samples.size, int(0.4 * SAMPLE_RATE) + 1)  # at least one gating block
+    padded = np.zeros(block)
+    window = int(LIMIT_WINDOW_S * SAMPLE_RATE)
+    for _ in range(3):  # limiting lowers loudness a little: level, limit, measure again
         padded[: samples.size] = samples
-        loudness = pyloudnorm.Meter(SAMPLE_RATE).integrated_loudness(padded)
-        if abs(loudness - SPEECH_LUFS) < 0.1:
+        loudness = integrated_loudness(padded, SAMPLE_RATE)
+        if not np.isfinite(loudness) or abs(loudness - SPEECH_LUFS) < 0.1:
             break
+        samples = limit(samples * 10 ** ((SPEECH_LUFS - loudness) / 20), PEAK_CEILING, window)
     return samples.astype(np.float32)
-
-
-def _limit(samples: np.ndarray, ceiling: float) -> np.ndarray:
-    """A look-ahead peak limiter: smooth gain dips around the few peaks over the ceiling.
-
-    espeak-ng's peaks stand 16 dB or more above its loudness; scaling a whole phrase
-    down for one plosive would leave that phrase quieter than the rest.
-    """
-    from scipy.ndimage import minimum_filter1d
-
-    peak = np.abs(samples)
-    if peak.max() <= ceiling:
-        return samples
-    gain = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
-    width = int(LIMIT_WINDOW_S * SAMPLE_RATE)
-    floor = minimum_filter1d(gain, size=2 * width + 1, mode="nearest")
-    window = np.hanning(width + 2)[1:-1]
-    smooth = np.convolve(floor, window / window.sum(), mode="same")
-    limited: np.ndarray = np.clip(samples * smooth, -ceiling, ceiling)
-    return limited
 
 
 class Espeak:
@@ -206,33 +185,42 @@ class PhraseCache:
             pass
         samples = self.synthesizer.synthesize(text)
         self.synthesized += 1
-        self._store(path, samples)
-        return samples
+        buffer = io.BytesIO()
+        np.save(buffer, samples.astype(np.float32))
+        # The first process to store a phrase wins and every process then uses its copy:
+        # espeak-ng's output can differ by a few samples from run to run, and a timeline
+        # must be rendered from the very phrases it was scheduled with.
+        store_atomically(path, buffer.getvalue(), replace=False)
+        try:
+            stored: np.ndarray = np.load(path, mmap_mode="r")
+            return stored
+        except (OSError, ValueError):  # an unwritable cache: use our own
+            return samples
 
     def length(self, text: str) -> int:
         if text not in self._lengths:
             self._lengths[text] = int(self.get(text).shape[0])
         return self._lengths[text]
 
-    def _store(self, path: Path, samples: np.ndarray) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, samples.astype(np.float32))
-        store_atomically(path, buffer.getvalue())
 
 
-def store_atomically(path: Path, data: bytes) -> None:
+def store_atomically(path: Path, data: bytes, *, replace: bool = True) -> None:
     """A cache write: whole or not at all, so a process sharing the cache never reads half
-    a file. An unwritable cache costs speed, not correctness, so failures pass."""
+    a file; with replace=False an existing file is kept. An unwritable cache costs speed,
+    not correctness, so failures pass."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
+            if replace:
+                os.replace(tmp, path)
+            else:
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)  # atomic, and never over another process's phrase
+        finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise
     except OSError:
         pass

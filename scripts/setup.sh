@@ -6,8 +6,6 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(
   espeak-ng          # the voice (libespeak-ng1, loaded by pyttsx3's binding)
-  libportaudio2      # sounddevice's audio I/O, for `voicecoach play`
-  libasound2-plugins # routes PortAudio's ALSA output to PulseAudio
   pulseaudio         # a sound server: the playback tests run one with a null sink
   pulseaudio-utils   # pactl and parec, to drive and record it
 )

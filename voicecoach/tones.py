@@ -44,6 +44,7 @@ import soundfile
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError
+from voicecoach.loudness import integrated_loudness
 
 Samples = npt.NDArray[np.float32]
 
@@ -200,9 +201,7 @@ def _loudness_lufs(samples: npt.NDArray[np.floating], sample_rate: int) -> float
     min_length = math.ceil(_LOUDNESS_WINDOW_S * sample_rate)
     padded = np.zeros(max(len(samples), min_length))
     padded[: len(samples)] = samples
-    import pyloudnorm  # only when tones are made from code: keeps scipy out of a warm render
-
-    return float(pyloudnorm.Meter(sample_rate).integrated_loudness(padded))
+    return integrated_loudness(padded, sample_rate)
 
 
 @functools.cache

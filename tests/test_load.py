@@ -130,3 +130,41 @@ def test_fuzz_text_only_raises_our_error(text: str) -> None:
         loads(text, "fuzz.yaml")
     except VoicecoachError:
         pass
+
+
+step_values = st.fixed_dictionaries({"name": st.just("A")}, optional={
+    "hold": st.one_of(st.integers(-5, 5000), st.sampled_from(["20-30", "1 to 2", "x", "3-1"])),
+    "reps": st.one_of(st.integers(-1, 2000), st.sampled_from(["2-3", "12 to 15"])),
+    "tempo": st.lists(st.fixed_dictionaries({}, optional={
+        "say": st.sampled_from(["Up.", "{rep}", "{arm}", "{side}", ""]),
+        "seconds": st.one_of(st.floats(-1, 10), st.just("1-2")),
+        "hold": st.integers(0, 3),
+        "arms": st.just(["left", "right"]),
+        "phases": st.just([{"say": "Lift {arm}.", "seconds": 2}]),
+    }), max_size=3),
+    "during": st.lists(st.fixed_dictionaries({}, optional={
+        "halfway": st.just("Half."), "left": st.integers(-1, 40), "after": st.integers(0, 40),
+        "say": st.just("Now."), "countdown": st.integers(0, 12),
+    }), max_size=3),
+    "sides": st.sampled_from([["left", "right"], ["left"], []]),
+    "repeat": st.integers(0, 3), "sets": st.integers(0, 3), "rest": st.integers(0, 20),
+    "get_ready": st.floats(-1, 10), "between": st.just(["Again."]), "say": st.just(["Go {side}."]),
+})
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(step_values)
+def test_fuzz_steps_compile_and_schedule_or_raise_our_error(step: dict) -> None:  # type: ignore[type-arg]
+    """Near-valid steps reach the compiler and the scheduler: still only our error."""
+    import yaml
+
+    from voicecoach.compile import compile_routine
+    from voicecoach.schedule import schedule
+
+    text = yaml.safe_dump({"title": "T", "steps": [step]})
+    try:
+        routine = loads(text, "fuzz.yaml")
+        script = compile_routine(routine)
+        schedule(script, lambda text: 2000 + 10 * len(text), lambda kind: 4000)
+    except VoicecoachError:
+        pass

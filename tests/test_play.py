@@ -15,6 +15,7 @@ import soundfile
 
 from tests.pulse import PulseServer
 from voicecoach import SAMPLE_RATE
+from voicecoach.history import sessions
 from voicecoach.pipeline import prepare
 
 SR = SAMPLE_RATE
@@ -53,6 +54,11 @@ def test_play_is_the_export_with_no_drift(pulse_server: PulseServer, tmp_path: P
     recorded = recording.stop()
     assert result.returncode == 0, result.stderr
     assert result.stderr == "Done.\n"
+    entry = sessions()[0]
+    assert (entry.routine_id, entry.routine_title, entry.variation, entry.level, entry.ended) == (
+        "short", "Short test", "standard", "middle", "completed")
+    assert entry.stopped_at_step is None
+    assert entry.planned_s == pytest.approx(prepare(SHORT).timeline.duration_s)
     start = first_sound(reference)
     lag = first_sound(recorded) - start  # where the session's sample 0 lies in the recording
     assert recording.seconds_since_start(launched) < lag / SR < recording.seconds_since_start(launched) + 5
@@ -108,6 +114,9 @@ def test_keys_pause_skip_and_quit(pulse_server: PulseServer, tmp_path: Path) -> 
     recorded = recording.stop()
     assert os.waitstatus_to_exitcode(status) == 0, output
     assert "Stopped." in output and "space pause/resume" in output
+    entry = sessions()[0]
+    assert (entry.ended, entry.stopped_at_step) == ("stopped", "Second")
+    assert 4.0 < entry.played_s < 8.0  # about 7.5 s of wall time less the 1.5 s pause
     # the pause: about 1.5 s of silence starting near the keypress
     at = int(recording.seconds_since_start(paused_at) * SR)
     quiet = np.abs(recorded[at + SR // 5: at + SR]) < 1e-4
@@ -143,3 +152,22 @@ def test_no_sound_server_points_to_export(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr == ("Error: no audio device or sound server found; use `voicecoach export` "
                              "to write an audio file instead\n")
+
+
+def test_no_log_and_a_damaged_history_never_stop_a_session(pulse_server: PulseServer, tmp_path: Path) -> None:
+    env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)}
+    quick = [*VOICECOACH, "play", SHORT, "--reps", "1", "--hold", "3"]
+    result = subprocess.run([*quick, "--no-log"], stdin=subprocess.DEVNULL, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (0, "Done.\n")
+    assert not (tmp_path / "history.sqlite3").exists()
+    garbage = b"this is not a database" * 100
+    (tmp_path / "history.sqlite3").write_bytes(garbage)
+    result = subprocess.run(quick, stdin=subprocess.DEVNULL, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Done."
+    assert lines[1].startswith("Warning: could not save this session to the history: ")
+    assert len(lines) == 2
+    assert (tmp_path / "history.sqlite3").read_bytes() == garbage

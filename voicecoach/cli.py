@@ -11,11 +11,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .errors import RoutineError, VoicecoachError
+from .history_cli import history
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from .play import Coach
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -259,18 +265,22 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
 @cli.command()
 @click.argument("routine")
 @_session_options
+@click.option("--no-log", is_flag=True, help="Do not record this session in the history.")
 @_handled
-def play(routine: str, **options: Any) -> None:
+def play(routine: str, no_log: bool, **options: Any) -> None:
     """Coach ROUTINE out loud through the sound device, hands-free.
 
     On a terminal: space pauses and resumes, n skips to the next step, b restarts
     the current step, q quits. Without a terminal it plays straight through.
+    Every session is recorded for `voicecoach history` unless --no-log.
 
     \b
     Example:
         voicecoach play mid-back-knot --variation floor
-        voicecoach play upper-back-knot --level low
+        voicecoach play upper-back-knot --level low --no-log
     """
+    from datetime import UTC, datetime
+
     from .backends import open_player
     from .play import Coach, run
 
@@ -278,8 +288,34 @@ def play(routine: str, **options: Any) -> None:
     _ = session.rendering.gain  # the same level as the export, decided before the first sound
     with open_player() as player:
         coach = Coach(session, player)
-        ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
+        started_at = datetime.now(UTC)
+        try:
+            ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
+        except BaseException:  # Ctrl-C or a device failure: what was played still counts
+            if not no_log:
+                _log_session(coach, options["level"], started_at, "stopped")
+            raise
     click.echo("Done." if ended == "completed" else "Stopped.", err=True)
+    if not no_log:
+        _log_session(coach, options["level"], started_at, ended)
+
+
+def _log_session(coach: Coach, level: str, started_at: datetime, ended: str) -> None:
+    """Record a played session; a history that cannot be written only warns."""
+    from .history import SessionEntry, record
+
+    session = coach.session
+    warning = record(SessionEntry(
+        routine_id=session.routine.id, routine_title=session.routine.title,
+        variation=session.timeline.variation, level=level, started_at=started_at,
+        played_s=coach.played_s, ended="completed" if ended == "completed" else "stopped",
+        stopped_at_step=None if ended == "completed" else coach.step_title(),
+        planned_s=session.timeline.duration_s))
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)
+
+
+cli.add_command(history)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import contextlib
 import os
 import select
 import sys
+import time
 from collections.abc import Iterator
 from typing import TextIO
 
@@ -35,9 +36,25 @@ class Coach:
         ends = [e.start for e in timeline.events if e.kind == "tone" and e.value == "hold_end"]
         self._holds = list(zip(starts, ends, strict=False))
         self.quit = False
+        self._started_at: float | None = None
+        self._paused_at: float | None = None
+        self._paused_s = 0.0
 
     def start(self) -> None:
+        self._started_at = time.monotonic()
         self.player.start(self.session.rendering.chunks())
+
+    @property
+    def played_s(self) -> float:
+        """Seconds of coaching heard, for the history: time since the start less pauses."""
+        if self._started_at is None:
+            return 0.0
+        now = time.monotonic()
+        paused = self._paused_s + (now - self._paused_at if self._paused_at is not None else 0.0)
+        return max(0.0, now - self._started_at - paused)
+
+    def step_title(self) -> str:
+        return self.session.timeline.sections[self.section_index()].title
 
     @property
     def position(self) -> int:
@@ -46,8 +63,12 @@ class Coach:
     def toggle_pause(self) -> None:
         if self.player.paused:
             self.player.resume()
+            if self._paused_at is not None:
+                self._paused_s += time.monotonic() - self._paused_at
+                self._paused_at = None
         else:
             self.player.pause()
+            self._paused_at = time.monotonic()
 
     def jump(self, sample: int) -> None:
         self.player.replace(self.session.rendering.chunks(sample), sample)

@@ -1,0 +1,829 @@
+"""Whole-process benchmark of voicecoach, against the script a power user would write.
+
+Run by hand (never from the tests), with the venv's Python:
+
+    .venv/bin/python scripts/bench.py              # 5 runs per figure, medians
+    .venv/bin/python scripts/bench.py --quick      # 2 runs
+    .venv/bin/python scripts/bench.py --runs 9 -v  # 9 runs, every sample printed
+
+Every figure is a separate process launched from here, timed from launch to exit
+(wall clock), and the runs are interleaved (cold, warm and peer of each routine in
+turn, run after run) so that drift in the machine's load hits every figure alike.
+
+Figures, per bundled routine (mid-back-knot in its default variation, upper-back-knot):
+
+- cold export: `voicecoach export ROUTINE -o X.wav` with an empty phrase cache (a fresh
+  VOICECOACH_CACHE_DIR each run);
+- warm export: the same with the cache already filled;
+- peer: what a power user would script instead, from the same timeline (`voicecoach
+  show ROUTINE --json`, computed before any timing): one `espeak-ng -w` per spoken cue
+  (no dedupe), each loaded, laid with the shipped tone WAVs into one numpy array at the
+  events' starts, written as one WAV (numpy + soundfile only);
+- cold / peer and warm / peer; targets <= 0.5x and <= 0.1x;
+- real-time factor of the warm export: session seconds / wall seconds; target >= 300x.
+
+And once:
+
+- peak memory (max RSS of the child, from os.wait4's rusage of that very child) of a
+  warm WAV export of mid-back-knot at --reps 10 and at --reps 300, and their ratio;
+  target <= 1.3x (memory must not grow with the session);
+- `voicecoach --help` start-up time; target <= 0.15 s;
+- time from launch to first sound of `voicecoach play` (see `first_sound_latency`):
+  "n/a" until the play command exists.
+
+Exit status: 0 when every figure was measured (pass or fail), 1 when a child failed,
+2 on bad usage. Temporary files live in one directory, removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+SOUNDS = REPO / "sounds"
+ROUTINES = ("mid-back-knot", "upper-back-knot")
+MEMORY_ROUTINE = "mid-back-knot"
+MEMORY_REPS = (10, 300)
+CHILD_TIMEOUT_S = 900.0
+
+TARGET_COLD_RATIO = 0.5
+TARGET_WARM_RATIO = 0.1
+TARGET_RTF = 300.0
+TARGET_MEMORY_RATIO = 1.3
+TARGET_HELP_S = 0.15
+TARGET_FIRST_SOUND_S = 0.5
+
+PLAY_ROUTINE = "mid-back-knot"
+FIRST_SOUND_TIMEOUT_S = 20.0
+SILENCE_THRESHOLD = 10 ** (-60 / 20)
+"""A null sink's monitor records exact zeros; anything above -60 dBFS is sound."""
+
+# The peer: written to a temp file and run with this Python (numpy + soundfile only).
+PEER_SCRIPT = r"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import soundfile as sf
+
+timeline_path, sounds_dir, out_path = sys.argv[1:4]
+with open(timeline_path, encoding="utf-8") as f:
+    timeline = json.load(f)
+rate = timeline["sample_rate"]
+mix = np.zeros(int(round(timeline["duration"] * rate)), np.float32)
+
+with tempfile.TemporaryDirectory() as tmp:
+    said = os.path.join(tmp, "said.wav")
+    for event in timeline["events"]:
+        if event["kind"] == "speech":
+            text = event["text"]
+            if text.startswith("-"):
+                text = " " + text  # not an option
+            # voicecoach's own voice and rate, so the two say the same thing as long
+            subprocess.run(["espeak-ng", "-v", "en", "-s", "160", "-w", said, text], check=True)
+            samples, sr = sf.read(said, dtype="float32", always_2d=True)
+        else:
+            path = os.path.join(sounds_dir, event["tone"] + ".wav")
+            samples, sr = sf.read(path, dtype="float32", always_2d=True)
+        if sr != rate:
+            sys.exit(f"peer: {sr} Hz audio in a {rate} Hz timeline")
+        samples = samples.mean(axis=1)
+        start = int(round(event["start"] * rate))
+        end = start + samples.shape[0]
+        if end > mix.shape[0]:
+            mix = np.concatenate([mix, np.zeros(end - mix.shape[0], np.float32)])
+        mix[start:end] += samples
+
+peak = float(np.abs(mix).max()) if mix.size else 0.0
+if peak > 0.89:
+    mix *= np.float32(0.89 / peak)
+sf.write(out_path, mix, rate, subtype="PCM_16")
+"""
+
+
+# --------------------------------------------------------------------------- children
+
+
+class ChildFailed(RuntimeError):
+    """A measured (or preparatory) child process failed: the message says how."""
+
+
+@dataclass
+class Child:
+    seconds: float
+    maxrss_kib: int
+    stdout: str
+    stderr: str
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    kept = text.strip().splitlines()[-lines:]
+    return "\n".join("    | " + line for line in kept) if kept else "    | (no output)"
+
+
+def run_child(
+    cmd: Sequence[str | Path],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = CHILD_TIMEOUT_S,
+    check_file: Path | None = None,
+) -> Child:
+    """Run one child, timed from launch to exit; its own max RSS from os.wait4.
+
+    os.wait4 reports the rusage of exactly this child (and anything it waited for), so
+    the peak memory is per child, not the running maximum RUSAGE_CHILDREN would give.
+    """
+    argv = [str(c) for c in cmd]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        timed_out = threading.Event()
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
+
+        def kill() -> None:
+            timed_out.set()
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # Ctrl-C while waiting: never leave the child behind
+            timer.cancel()
+            proc.kill()
+            proc.wait()
+            raise
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        timer.cancel()
+        out.seek(0)
+        err.seek(0)
+        child = Child(
+            elapsed,
+            int(usage.ru_maxrss),
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+        )
+    if timed_out.is_set():
+        raise ChildFailed(
+            f"`{shlex.join(argv)}` timed out after {timeout:.0f} s\n{_tail(child.stderr)}"
+        )
+    if proc.returncode != 0:
+        raise ChildFailed(
+            f"`{shlex.join(argv)}` exited with {proc.returncode}\n"
+            f"{_tail(child.stderr or child.stdout)}"
+        )
+    if check_file is not None and not (check_file.is_file() and check_file.stat().st_size > 44):
+        raise ChildFailed(f"`{shlex.join(argv)}` exited 0 but wrote no audio to {check_file}")
+    return child
+
+
+def voicecoach_exe() -> str:
+    """The voicecoach of the venv this script runs in, else the one on PATH."""
+    beside = Path(sys.executable).parent / "voicecoach"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("voicecoach")
+    if found is None:
+        sys.exit("bench: no voicecoach executable beside this Python or on PATH")
+    return found
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Samples:
+    values: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def spread(self, fmt: Callable[[float], str]) -> str:
+        if len(self.values) < 2:
+            return ""
+        return f" [{fmt(min(self.values))}..{fmt(max(self.values))}]"
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    target: str = ""
+    passed: bool | None = None
+    note: str = ""
+
+    @property
+    def result(self) -> str:
+        if self.note.startswith("ERROR"):
+            return "ERROR"
+        return "" if self.passed is None else ("pass" if self.passed else "FAIL")
+
+
+def secs(x: float) -> str:
+    return f"{x:.3f} s" if x < 10 else f"{x:.1f} s"
+
+
+def ratio(x: float) -> str:
+    return f"{x:.3f}x" if x < 10 else f"{x:.0f}x"
+
+
+def mib(kib: float) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("figure", "value (median [min..max])", "target", "result")
+    cells = [(r.figure, r.value, r.target, r.result) for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(headers)]
+
+    def line(cols: Sequence[str]) -> str:
+        return "  ".join(f"{c:<{w}}" for c, w in zip(cols, widths, strict=True)).rstrip()
+
+    print(line(headers))
+    print(line(["-" * w for w in widths]))
+    for c in cells:
+        print(line(c))
+    notes = [r for r in rows if r.note]
+    if notes:
+        print()
+        for r in notes:
+            print(f"{r.figure}: {r.note}")
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.vc = voicecoach_exe()
+        self.base_env = {k: v for k, v in os.environ.items() if k != "VOICECOACH_CACHE_DIR"}
+        self.base_env["PYTHONUNBUFFERED"] = "1"
+        self.warm_cache = work / "warm-cache"
+        self.peer = work / "peer.py"
+        self.peer.write_text(PEER_SCRIPT, encoding="utf-8")
+        self.timelines: dict[str, dict[str, Any]] = {}
+        self.errors: dict[str, str] = {}
+        self.samples: dict[str, Samples] = {}
+
+    def env(self, cache: Path) -> dict[str, str]:
+        return {**self.base_env, "VOICECOACH_CACHE_DIR": str(cache)}
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def record(self, key: str, value: float) -> None:
+        self.samples.setdefault(key, Samples()).values.append(value)
+        if self.args.verbose:
+            self.log(f"    {key}: {value:.4f}")
+
+    def attempt(self, key: str, what: Callable[[], None]) -> None:
+        """Run one measurement; a failure is kept (first one only) and the figure skipped."""
+        if key in self.errors:
+            return
+        try:
+            what()
+        except ChildFailed as e:
+            self.errors[key] = str(e)
+            self.log(f"  ! {key} failed:\n{e}")
+
+    # -- preparation (untimed) ---------------------------------------------------------
+
+    def prepare(self) -> None:
+        self.log(f"voicecoach: {self.vc}")
+        for routine in self.args.routine:
+            shown = run_child([self.vc, "show", routine, "--json"], env=self.env(self.warm_cache))
+            path = self.work / f"{routine}.timeline.json"
+            path.write_text(shown.stdout, encoding="utf-8")
+            self.timelines[routine] = json.loads(shown.stdout)
+        self.log("warming the phrase cache (untimed) ...")
+        for args in self._warm_commands():
+            out = self.work / "warmup.wav"
+            run_child(
+                [self.vc, "export", *args, "-o", out], env=self.env(self.warm_cache), check_file=out
+            )
+            out.unlink(missing_ok=True)
+
+    def _warm_commands(self) -> list[list[str]]:
+        commands = [[r] for r in self.args.routine]
+        commands += [[MEMORY_ROUTINE, "--reps", str(n)] for n in MEMORY_REPS]
+        return commands
+
+    # -- the measurements --------------------------------------------------------------
+
+    def export(self, routine: str, cache: Path, extra: Sequence[str] = ()) -> Child:
+        out = self.work / "out.wav"
+        try:
+            return run_child(
+                [self.vc, "export", routine, *extra, "-o", out], env=self.env(cache), check_file=out
+            )
+        finally:
+            out.unlink(missing_ok=True)
+
+    def cold(self, routine: str) -> None:
+        cache = Path(tempfile.mkdtemp(prefix="cold-cache-", dir=self.work))
+        try:
+            self.record(f"{routine}:cold", self.export(routine, cache).seconds)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+
+    def warm(self, routine: str) -> None:
+        child = self.export(routine, self.warm_cache)
+        self.record(f"{routine}:warm", child.seconds)
+        self.record(f"{routine}:warm-rss", child.maxrss_kib)
+
+    def peer_run(self, routine: str) -> None:
+        out = self.work / "peer.wav"
+        timeline = self.work / f"{routine}.timeline.json"
+        try:
+            child = run_child(
+                [sys.executable, self.peer, timeline, SOUNDS, out],
+                env=self.base_env,
+                check_file=out,
+            )
+        finally:
+            out.unlink(missing_ok=True)
+        self.record(f"{routine}:peer", child.seconds)
+
+    def memory(self, reps: int) -> None:
+        child = self.export(MEMORY_ROUTINE, self.warm_cache, ["--reps", str(reps)])
+        self.record(f"rss:{reps}", child.maxrss_kib)
+        self.record(f"rss-time:{reps}", child.seconds)
+
+    def help_run(self) -> None:
+        child = run_child([self.vc, "--help"], env=self.env(self.warm_cache))
+        self.record("help", child.seconds)
+
+    def run(self) -> None:
+        runs = self.args.runs
+        for i in range(runs):
+            self.log(f"run {i + 1}/{runs}: exports and peers ...")
+            for routine in self.args.routine:
+                self.attempt(f"{routine}:cold", functools.partial(self.cold, routine))
+                self.attempt(f"{routine}:warm", functools.partial(self.warm, routine))
+                self.attempt(f"{routine}:peer", functools.partial(self.peer_run, routine))
+        self.log(f"peak memory at --reps {' and '.join(map(str, MEMORY_REPS))} ...")
+        for _ in range(runs):
+            for reps in MEMORY_REPS:
+                self.attempt(f"rss:{reps}", functools.partial(self.memory, reps))
+        self.log(f"`voicecoach --help` x{self.args.help_runs} ...")
+        for _ in range(self.args.help_runs):
+            self.attempt("help", self.help_run)
+
+    # -- the table ---------------------------------------------------------------------
+
+    def _get(self, key: str) -> Samples | None:
+        s = self.samples.get(key)
+        return s if s and s.values and key not in self.errors else None
+
+    def _error_row(self, figure: str, key: str) -> Row:
+        first = self.errors[key].splitlines()[0]
+        return Row(figure, "-", passed=False, note=f"ERROR: {first}")
+
+    def rows(self) -> list[Row]:
+        rows: list[Row] = []
+        for routine in self.args.routine:
+            timeline = self.timelines[routine]
+            spoken = sum(1 for e in timeline["events"] if e["kind"] == "speech")
+            label = f"{routine} ({timeline['variation']})"
+            found: dict[str, Samples] = {}
+            for kind, title in (
+                ("cold", "cold export .wav"),
+                ("warm", "warm export .wav"),
+                ("peer", f"peer script ({spoken} espeak-ng calls)"),
+            ):
+                key = f"{routine}:{kind}"
+                s = self._get(key)
+                if s is None:
+                    rows.append(
+                        self._error_row(f"{label}: {title}", key)
+                        if key in self.errors
+                        else Row(f"{label}: {title}", "-")
+                    )
+                    continue
+                found[kind] = s
+                rows.append(Row(f"{label}: {title}", secs(s.median) + s.spread(secs)))
+            peer = found.get("peer")
+            for kind, target in (("cold", TARGET_COLD_RATIO), ("warm", TARGET_WARM_RATIO)):
+                s = found.get(kind)
+                if s is not None and peer is not None:
+                    r = s.median / peer.median
+                    rows.append(
+                        Row(f"{label}: {kind} / peer", ratio(r), f"<= {target:g}x", r <= target)
+                    )
+            warm = found.get("warm")
+            if warm is not None:
+                rtf = timeline["duration"] / warm.median
+                rows.append(
+                    Row(
+                        f"{label}: real-time factor, warm",
+                        f"{rtf:.0f}x ({timeline['duration']:.0f} s of session)",
+                        f">= {TARGET_RTF:g}x",
+                        rtf >= TARGET_RTF,
+                    )
+                )
+        rss = {n: self._get(f"rss:{n}") for n in MEMORY_REPS}
+        for n, s in rss.items():
+            figure = f"peak RSS, warm export {MEMORY_ROUTINE} --reps {n}"
+            if s is None:
+                key = f"rss:{n}"
+                rows.append(
+                    self._error_row(figure, key) if key in self.errors else Row(figure, "-")
+                )
+                continue
+            t = self._get(f"rss-time:{n}")
+            took = f", {secs(t.median)}" if t else ""
+            rows.append(Row(figure, mib(s.median) + s.spread(mib) + took))
+        low, high = (rss[n] for n in MEMORY_REPS)
+        if low is not None and high is not None:
+            r = high.median / low.median
+            rows.append(
+                Row(
+                    f"peak RSS ratio, --reps {MEMORY_REPS[1]} / {MEMORY_REPS[0]}",
+                    ratio(r),
+                    f"<= {TARGET_MEMORY_RATIO:g}x",
+                    r <= TARGET_MEMORY_RATIO,
+                )
+            )
+        s = self._get("help")
+        if s is None:
+            rows.append(
+                self._error_row("`voicecoach --help` start-up", "help")
+                if "help" in self.errors
+                else Row("`voicecoach --help` start-up", "-")
+            )
+        else:
+            rows.append(
+                Row(
+                    "`voicecoach --help` start-up",
+                    secs(s.median) + s.spread(secs),
+                    f"<= {TARGET_HELP_S:g} s",
+                    s.median <= TARGET_HELP_S,
+                )
+            )
+        return rows
+
+
+# --------------------------------------------------------------------------- playback
+# >>> first sound of `voicecoach play` <<<
+# Measured only once `voicecoach play` exists (it is looked for in `voicecoach --help`);
+# until then the figure reads "n/a (playback not built yet)".
+
+
+class _MiniRecording:
+    def __init__(self, process: subprocess.Popen[bytes], path: Path, started_at: float) -> None:
+        self.process = process
+        self.path = path
+        self.started_at = started_at
+        self.rate = 22050
+
+    def stop(self) -> Any:
+        import numpy as np
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        data = self.path.read_bytes()
+        return np.frombuffer(data[: len(data) - len(data) % 4], dtype="<f4")
+
+
+class _MiniPulse:
+    """The fallback when tests/pulse.py cannot be imported: the same daemon, by hand.
+
+    pulseaudio --daemonize=no -n --exit-idle-time=-1 with the native protocol and a null
+    sink, in a private XDG_RUNTIME_DIR, and parec on the sink's monitor.
+    """
+
+    def __init__(self, sink_name: str = "bench") -> None:
+        self.sink_name = sink_name
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="bench-pulse-"))
+        self.env: dict[str, str] = {}
+        self._daemon: subprocess.Popen[bytes] | None = None
+        self._recordings: list[_MiniRecording] = []
+
+    def start(self) -> _MiniPulse:
+        missing = [p for p in ("pulseaudio", "pactl", "parec") if shutil.which(p) is None]
+        if missing:
+            raise RuntimeError(f"{', '.join(missing)} not found on PATH")
+        pulse_dir = self.runtime_dir / "pulse"
+        pulse_dir.mkdir(mode=0o700)
+        socket = pulse_dir / "native"
+        conf = self.runtime_dir / "client.conf"
+        conf.write_text("autospawn = no\n")
+        self.env = {
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "PULSE_RUNTIME_PATH": str(pulse_dir),
+            "PULSE_SERVER": f"unix:{socket}",
+            "PULSE_CLIENTCONFIG": str(conf),
+            "PULSE_COOKIE": str(self.runtime_dir / "cookie"),
+        }
+        cmd = [
+            "pulseaudio",
+            "--daemonize=no",
+            "-n",
+            "--exit-idle-time=-1",
+            "--use-pid-file=no",
+            f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
+            f"--load=module-null-sink sink_name={self.sink_name}",
+            "--log-target=stderr",
+        ]
+        self._daemon = subprocess.Popen(
+            cmd,
+            env={**os.environ, **self.env, "HOME": str(self.runtime_dir)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while self._pactl("info").returncode != 0:
+            if self._daemon.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("pulseaudio did not start")
+            time.sleep(0.05)
+        self._pactl("set-default-sink", self.sink_name)
+        return self
+
+    def _pactl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["pactl", *args], env={**os.environ, **self.env}, capture_output=True, timeout=10
+        )
+
+    def record(self) -> _MiniRecording:
+        fd, name = tempfile.mkstemp(prefix="rec-", suffix=".f32", dir=self.runtime_dir)
+        os.close(fd)
+        path = Path(name)
+        with path.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    "parec",
+                    f"--device={self.sink_name}.monitor",
+                    "--raw",
+                    "--format=float32le",
+                    "--rate=22050",
+                    "--channels=1",
+                    "--latency-msec=10",
+                ],
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.DEVNULL,
+            )
+        estimates: list[float] = []
+        deadline = time.monotonic() + 5
+        while len(estimates) < 20:
+            now = time.monotonic()
+            frames = path.stat().st_size // 4
+            if frames:
+                estimates.append(now - frames / 22050)
+            elif proc.poll() is not None or now > deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError("parec did not start recording the monitor")
+            time.sleep(0.005)
+        rec = _MiniRecording(proc, path, min(estimates))
+        self._recordings.append(rec)
+        return rec
+
+    def stop(self) -> None:
+        for rec in self._recordings:
+            if rec.process.poll() is None:
+                rec.process.kill()
+                rec.process.wait()
+        if self._daemon is not None and self._daemon.poll() is None:
+            self._daemon.terminate()
+            try:
+                self._daemon.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._daemon.kill()
+                self._daemon.wait()
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pulse_server() -> Iterator[Any]:
+    """tests/pulse.py's PulseServer when it imports (it needs pytest), else _MiniPulse."""
+    server: Any
+    try:
+        sys.path.insert(0, str(REPO))
+        from tests.pulse import PulseServer
+
+        server = PulseServer(sink_name="bench")
+    except Exception:
+        server = _MiniPulse()
+    finally:
+        if sys.path and sys.path[0] == str(REPO):
+            sys.path.pop(0)
+    try:
+        server.start()
+    except Exception:
+        with contextlib.suppress(Exception):
+            server.stop()
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def play_available(vc: str) -> bool:
+    try:
+        text = subprocess.run([vc, "--help"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    commands = text.split("Commands:", 1)[-1] if "Commands:" in text else ""
+    return any(line.split()[:1] == ["play"] for line in commands.splitlines())
+
+
+def _first_sound_once(server: Any, cmd: list[str], env: dict[str, str]) -> float:
+    """Launch `cmd`, wait for sound in the monitor, stop it: seconds from launch to sound."""
+    import numpy as np
+
+    rec = server.record()
+    with tempfile.TemporaryFile() as err:
+        launched = time.monotonic()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**env, **server.env},
+        )
+        heard = False
+        try:
+            offset = 0
+            deadline = launched + FIRST_SOUND_TIMEOUT_S
+            while time.monotonic() < deadline:
+                with rec.path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                data = data[: len(data) - len(data) % 4]
+                offset += len(data)
+                if data and np.any(np.abs(np.frombuffer(data, "<f4")) > SILENCE_THRESHOLD):
+                    heard = True
+                    break
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.01)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            samples = rec.stop()
+        err.seek(0)
+        stderr = err.read().decode(errors="replace")
+    loud = np.flatnonzero(np.abs(samples) > SILENCE_THRESHOLD)
+    if not heard or loud.size == 0:
+        why = (
+            f"exited with {proc.returncode}"
+            if proc.returncode not in (None, 0, -2, 130)
+            else f"made no sound within {FIRST_SOUND_TIMEOUT_S:.0f} s"
+        )
+        raise ChildFailed(f"`{shlex.join(cmd)}` {why}\n{_tail(stderr)}")
+    return float(rec.started_at + loud[0] / rec.rate - launched)
+
+
+def first_sound_latency(bench: Bench) -> list[Row]:
+    """Time from launching `voicecoach play mid-back-knot` (stdin not a TTY) to its first
+    sound in a null sink's monitor; warm phrase cache. n/a until `play` exists."""
+    figure = f"first sound of `voicecoach play {PLAY_ROUTINE}`, warm"
+    if bench.args.play_command:
+        cmd = shlex.split(bench.args.play_command)
+        figure = f"first sound of `{bench.args.play_command}`"
+    elif play_available(bench.vc):
+        cmd = [bench.vc, "play", PLAY_ROUTINE]
+    else:
+        print("first sound of play: n/a (playback not built yet)", file=sys.stderr)
+        return [Row(figure, "n/a (playback not built yet)", f"<= {TARGET_FIRST_SOUND_S:g} s")]
+    bench.log(f"first sound: {shlex.join(cmd)} x{bench.args.runs} ...")
+    samples = Samples()
+    try:
+        with pulse_server() as server:
+            for _ in range(bench.args.runs):
+                samples.values.append(_first_sound_once(server, cmd, bench.env(bench.warm_cache)))
+                if bench.args.verbose:
+                    bench.log(f"    first-sound: {samples.values[-1]:.4f}")
+    except ChildFailed as e:
+        bench.log(f"  ! first sound failed:\n{e}")
+        return [Row(figure, "-", passed=False, note=f"ERROR: {str(e).splitlines()[0]}")]
+    except Exception as e:  # no PulseAudio here: say so, don't fail the other figures
+        return [Row(figure, "-", note=f"ERROR: PulseAudio unavailable: {e}", passed=False)]
+    rows = [
+        Row(
+            figure,
+            secs(samples.median) + samples.spread(secs),
+            f"<= {TARGET_FIRST_SOUND_S:g} s",
+            samples.median <= TARGET_FIRST_SOUND_S,
+        )
+    ]
+    timeline = bench.timelines.get(PLAY_ROUTINE)
+    if timeline and timeline["events"] and not bench.args.play_command:
+        lead = timeline["events"][0]["start"]
+        rows[0].note = (
+            f"includes the timeline's own {lead:g} s of silence before its "
+            f"first event; latency beyond it: {samples.median - lead:.3f} s"
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--runs", type=int, default=5, help="runs per figure, median taken (5)")
+    p.add_argument("--quick", action="store_true", help="2 runs per figure")
+    p.add_argument("--help-runs", type=int, default=10, help="runs of `voicecoach --help` (10)")
+    p.add_argument(
+        "--routine",
+        action="append",
+        metavar="NAME",
+        help=f"a routine to measure (repeatable; default {', '.join(ROUTINES)})",
+    )
+    p.add_argument(
+        "--play-command",
+        metavar="CMD",
+        help="measure first sound of this command instead of `voicecoach play` "
+        "(to check the harness, e.g. 'paplay some.wav')",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="print every sample")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs = 2
+    if args.runs < 1 or args.help_runs < 1:
+        p.error("--runs and --help-runs must be at least 1")
+    args.routine = args.routine or list(ROUTINES)
+    if MEMORY_ROUTINE not in args.routine:
+        args.routine.append(MEMORY_ROUTINE)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("espeak-ng") is None:
+        sys.exit("bench: the peer needs the espeak-ng command (apt-get install espeak-ng)")
+    with tempfile.TemporaryDirectory(prefix="voicecoach-bench-") as tmp:
+        bench = Bench(args, Path(tmp))
+        try:
+            bench.prepare()
+        except ChildFailed as e:
+            print(f"bench: preparation failed, nothing measured:\n{e}", file=sys.stderr)
+            return 1
+        bench.run()
+        rows = bench.rows() + first_sound_latency(bench)
+    espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
+    espeak_version = (espeak.split(":", 1)[1].split() or ["?"])[0] if ":" in espeak else "?"
+    print()
+    print(
+        f"voicecoach bench: {args.runs} runs per figure (medians), "
+        f"--help x{args.help_runs}; Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, {platform.machine()}, espeak-ng {espeak_version}"
+    )
+    print()
+    print_table(rows)
+    failed = list(bench.errors)
+    if failed:
+        print("\nchild failures:", file=sys.stderr)
+        for key in failed:
+            print(f"- {key}:\n{bench.errors[key]}", file=sys.stderr)
+        return 1
+    if any(r.note.startswith("ERROR") for r in rows):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import signal
 import subprocess
 import sys
 import time
@@ -76,6 +77,8 @@ def test_play_is_the_export_with_no_drift(pulse_server: PulseServer, tmp_path: P
 def spawn_on_pty(args: list[str]) -> tuple[int, int]:
     pid, fd = pty.fork()
     if pid == 0:
+        # a test run started in the background inherits SIGINT ignored; a person's shell doesn't
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execvp(args[0], args)
     return pid, fd
 

@@ -491,149 +491,15 @@ class Bench:
 # until then the figure reads "n/a (playback not built yet)".
 
 
-class _MiniRecording:
-    def __init__(self, process: subprocess.Popen[bytes], path: Path, started_at: float) -> None:
-        self.process = process
-        self.path = path
-        self.started_at = started_at
-        self.rate = 22050
-
-    def stop(self) -> Any:
-        import numpy as np
-
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        data = self.path.read_bytes()
-        return np.frombuffer(data[: len(data) - len(data) % 4], dtype="<f4")
-
-
-class _MiniPulse:
-    """The fallback when tests/pulse.py cannot be imported: the same daemon, by hand.
-
-    pulseaudio --daemonize=no -n --exit-idle-time=-1 with the native protocol and a null
-    sink, in a private XDG_RUNTIME_DIR, and parec on the sink's monitor.
-    """
-
-    def __init__(self, sink_name: str = "bench") -> None:
-        self.sink_name = sink_name
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="bench-pulse-"))
-        self.env: dict[str, str] = {}
-        self._daemon: subprocess.Popen[bytes] | None = None
-        self._recordings: list[_MiniRecording] = []
-
-    def start(self) -> _MiniPulse:
-        missing = [p for p in ("pulseaudio", "pactl", "parec") if shutil.which(p) is None]
-        if missing:
-            raise RuntimeError(f"{', '.join(missing)} not found on PATH")
-        pulse_dir = self.runtime_dir / "pulse"
-        pulse_dir.mkdir(mode=0o700)
-        socket = pulse_dir / "native"
-        conf = self.runtime_dir / "client.conf"
-        conf.write_text("autospawn = no\n")
-        self.env = {
-            "XDG_RUNTIME_DIR": str(self.runtime_dir),
-            "PULSE_RUNTIME_PATH": str(pulse_dir),
-            "PULSE_SERVER": f"unix:{socket}",
-            "PULSE_CLIENTCONFIG": str(conf),
-            "PULSE_COOKIE": str(self.runtime_dir / "cookie"),
-        }
-        cmd = [
-            "pulseaudio",
-            "--daemonize=no",
-            "-n",
-            "--exit-idle-time=-1",
-            "--use-pid-file=no",
-            f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
-            f"--load=module-null-sink sink_name={self.sink_name}",
-            "--log-target=stderr",
-        ]
-        self._daemon = subprocess.Popen(
-            cmd,
-            env={**os.environ, **self.env, "HOME": str(self.runtime_dir)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 10
-        while self._pactl("info").returncode != 0:
-            if self._daemon.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("pulseaudio did not start")
-            time.sleep(0.05)
-        self._pactl("set-default-sink", self.sink_name)
-        return self
-
-    def _pactl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(
-            ["pactl", *args], env={**os.environ, **self.env}, capture_output=True, timeout=10
-        )
-
-    def record(self) -> _MiniRecording:
-        fd, name = tempfile.mkstemp(prefix="rec-", suffix=".f32", dir=self.runtime_dir)
-        os.close(fd)
-        path = Path(name)
-        with path.open("wb") as out:
-            proc = subprocess.Popen(
-                [
-                    "parec",
-                    f"--device={self.sink_name}.monitor",
-                    "--raw",
-                    "--format=float32le",
-                    "--rate=22050",
-                    "--channels=1",
-                    "--latency-msec=10",
-                ],
-                env={**os.environ, **self.env},
-                stdout=out,
-                stderr=subprocess.DEVNULL,
-            )
-        estimates: list[float] = []
-        deadline = time.monotonic() + 5
-        while len(estimates) < 20:
-            now = time.monotonic()
-            frames = path.stat().st_size // 4
-            if frames:
-                estimates.append(now - frames / 22050)
-            elif proc.poll() is not None or now > deadline:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError("parec did not start recording the monitor")
-            time.sleep(0.005)
-        rec = _MiniRecording(proc, path, min(estimates))
-        self._recordings.append(rec)
-        return rec
-
-    def stop(self) -> None:
-        for rec in self._recordings:
-            if rec.process.poll() is None:
-                rec.process.kill()
-                rec.process.wait()
-        if self._daemon is not None and self._daemon.poll() is None:
-            self._daemon.terminate()
-            try:
-                self._daemon.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._daemon.kill()
-                self._daemon.wait()
-        shutil.rmtree(self.runtime_dir, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def pulse_server() -> Iterator[Any]:
-    """tests/pulse.py's PulseServer when it imports (it needs pytest), else _MiniPulse."""
+    """tests/pulse.py's PulseServer (the project's test extra, with pytest, is installed)."""
     server: Any
+    sys.path.insert(0, str(REPO))
     try:
-        sys.path.insert(0, str(REPO))
         from tests.pulse import PulseServer
 
         server = PulseServer(sink_name="bench")
-    except Exception:
-        server = _MiniPulse()
     finally:
         if sys.path and sys.path[0] == str(REPO):
             sys.path.pop(0)

@@ -13,30 +13,27 @@ from tests.pulse import pulse_server  # noqa: F401  (a fixture)
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _private_dir(name: str, env: str, factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = factory.mktemp(name)
+    old = os.environ.get(env)
+    os.environ[env] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(env, None)
+    else:
+        os.environ[env] = old
+
+
 @pytest.fixture(scope="session", autouse=True)
 def phrase_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test shares one fresh phrase cache: real espeak-ng, synthesized once per run."""
-    folder = tmp_path_factory.mktemp("phrase-cache")
-    old = os.environ.get("VOICECOACH_CACHE_DIR")
-    os.environ["VOICECOACH_CACHE_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("VOICECOACH_CACHE_DIR", None)
-    else:
-        os.environ["VOICECOACH_CACHE_DIR"] = old
+    yield from _private_dir("phrase-cache", "VOICECOACH_CACHE_DIR", tmp_path_factory)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Plays record their history here, never in the person's own data folder."""
-    folder = tmp_path_factory.mktemp("data")
-    old = os.environ.get("VOICECOACH_DATA_DIR")
-    os.environ["VOICECOACH_DATA_DIR"] = str(folder)
-    yield folder
-    if old is None:
-        os.environ.pop("VOICECOACH_DATA_DIR", None)
-    else:
-        os.environ["VOICECOACH_DATA_DIR"] = old
+    yield from _private_dir("data", "VOICECOACH_DATA_DIR", tmp_path_factory)
 
 
 @pytest.fixture

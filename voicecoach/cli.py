@@ -6,51 +6,21 @@ inside the commands that use them.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import RoutineError, VoicecoachError
+from .cli_common import EXIT_INTERRUPTED, F, handled
+from .errors import VoicecoachError
 from .history_cli import history
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from .play import Coach
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_INTERRUPTED = 130
-
-
-def _fail(error: VoicecoachError) -> None:
-    if isinstance(error, RoutineError):
-        for problem in error.problems:
-            click.echo(str(problem), err=True)
-    else:
-        click.echo(f"Error: {error}", err=True)
-    sys.exit(error.exit_code)
-
-
-def _handled(f: F) -> F:
-    """Turn the library's errors into one line each and an exit code; never a traceback."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except VoicecoachError as e:
-            _fail(e)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _session_options(f: F) -> F:
@@ -112,7 +82,7 @@ def cli() -> None:
 
 
 @cli.command("list")
-@_handled
+@handled
 def list_cmd() -> None:
     """List the bundled routines, their variations and session lengths.
 
@@ -135,7 +105,7 @@ def list_cmd() -> None:
 @click.argument("routine")
 @_session_options
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
-@_handled
+@handled
 def show(routine: str, as_json: bool, **options: Any) -> None:
     """Show the timeline of ROUTINE: when each line is said and each tone sounds.
 
@@ -197,7 +167,7 @@ def schema() -> None:
 
 
 @cli.command()
-@_handled
+@handled
 def voices() -> None:
     """List the voices for --voice: espeak-ng's, then the piper engine's (--engine piper).
 
@@ -231,7 +201,7 @@ def voices() -> None:
               help="One file per variation, plus an M3U playlist, in the -o directory.")
 @click.option("--format", "fmt", type=click.Choice(["mp3", "ogg", "flac", "wav"]), default="mp3",
               show_default=True, help="File type for --all-variations.")
-@_handled
+@handled
 def export(routine: str, output: Path | None, captions: bool, stereo: bool,
            all_variations: bool, fmt: str, **options: Any) -> None:
     """Export ROUTINE to an audio file, to play on a phone or a speaker.
@@ -266,7 +236,7 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
 @click.argument("routine")
 @_session_options
 @click.option("--no-log", is_flag=True, help="Do not record this session in the history.")
-@_handled
+@handled
 def play(routine: str, no_log: bool, **options: Any) -> None:
     """Coach ROUTINE out loud through the sound device, hands-free.
 

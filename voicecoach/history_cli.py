@@ -6,24 +6,21 @@ routine loader are imported when the command runs, so `voicecoach --help` stays 
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
-from .errors import RoutineError, VoicecoachError
+from .cli_common import handled
+from .errors import VoicecoachError
 
 if TYPE_CHECKING:
     from .history import SessionEntry, Summary, Target
     from .model import Routine
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 CHART_WIDTH = 40
 """Bars longer than this are scaled down (a routine done many times a day)."""
@@ -32,27 +29,6 @@ CHART_WIDTH = 40
 def _now() -> datetime:
     """The clock, one place for tests to set it."""
     return datetime.now(UTC)
-
-
-def _handled(f: F) -> F:
-    """Library errors as one line and their exit code, as for every other command."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except RoutineError as e:
-            for problem in e.problems:
-                click.echo(str(problem), err=True)
-            sys.exit(e.exit_code)
-        except VoicecoachError as e:
-            click.echo(f"Error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _plural(n: int, word: str) -> str:
@@ -186,7 +162,7 @@ def summary_lines(summary: Summary) -> list[str]:
               help="Write every session (of ROUTINE, or all) to a CSV file.")
 @click.option("--forget", is_flag=True, help="Delete the sessions of ROUTINE, or all; asks first.")
 @click.option("--yes", "-y", is_flag=True, help="With --forget: do not ask.")
-@_handled
+@handled
 def history(routine: str | None, as_json: bool, limit: int, weeks: int, export_to: Path | None,
             forget: bool, yes: bool) -> None:
     """Show the sessions you played, and each week against the routine's dosage.

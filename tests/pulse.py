@@ -11,15 +11,19 @@ an already running server: every path lives in a temporary directory.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pytest
@@ -27,7 +31,7 @@ import pytest
 RECORD_RATE = 22050
 """The recording rate: voicecoach's own, so sample positions compare directly."""
 
-APT_PACKAGES = "pulseaudio pulseaudio-utils libportaudio2 libasound2-plugins"
+APT_PACKAGES = "pulseaudio pulseaudio-utils"
 """What CI must install (Debian/Ubuntu package names) for the sound tests to run."""
 
 _START_TIMEOUT_S = 10.0
@@ -76,6 +80,7 @@ class PulseServer:
     env: dict[str, str] = field(default_factory=dict)
     """Environment for subprocesses (and applied to os.environ by the fixture)."""
     _daemon: subprocess.Popen[bytes] | None = None
+    _keeper: subprocess.Popen[bytes] | None = None
     _recordings: list[Recording] = field(default_factory=list)
 
     @property
@@ -90,7 +95,7 @@ class PulseServer:
     def log_path(self) -> Path:
         return self.runtime_dir / "pulseaudio.log"
 
-    def start(self) -> PulseServer:
+    def start(self) -> Self:
         """Start the daemon and wait until `pactl info` answers."""
         missing = [p for p in ("pulseaudio", "pactl", "parec") if shutil.which(p) is None]
         if missing:
@@ -126,7 +131,12 @@ class PulseServer:
         ]
         with self.log_path.open("wb") as log:
             self._daemon = subprocess.Popen(
-                cmd, env=daemon_env, stdout=log, stderr=log, start_new_session=True
+                cmd,
+                env=daemon_env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
@@ -140,7 +150,40 @@ class PulseServer:
                 raise PulseUnavailable(f"pulseaudio did not answer in {_START_TIMEOUT_S:.0f} s")
             time.sleep(0.05)
         self.pactl("set-default-sink", self.sink_name)
+        # An idle null sink drifts to a 2 s latency and then renders in 2 s blocks: a
+        # new stream plays 0.1 s, then stalls until the sink's timer fires. A real card
+        # does not do that. A low-latency reader on the monitor keeps it real-time.
+        self._keeper = subprocess.Popen(
+            [*self._parec_command(), "--latency-msec=10"],
+            env={**os.environ, **self.env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_until_realtime()
         return self
+
+    def _wait_until_realtime(self) -> None:
+        """Wait out the first 2 s block the idle sink rendered before the keeper came."""
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            out = self.pactl("list", "sinks").stdout
+            found = re.search(r"^\s*Latency: (\d+) usec", out, re.MULTILINE)
+            if found and int(found.group(1)) < 50_000:
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise PulseUnavailable("the null sink never reached a low latency")
+            time.sleep(0.05)
+
+    def _parec_command(self) -> list[str]:
+        return [
+            "parec",
+            f"--device={self.monitor}",
+            "--raw",
+            "--format=float32le",
+            f"--rate={RECORD_RATE}",
+            "--channels=1",
+        ]
 
     def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run pactl against this server."""
@@ -169,19 +212,10 @@ class PulseServer:
         fd, name = tempfile.mkstemp(prefix="rec-", suffix=".f32", dir=self.runtime_dir)
         os.close(fd)
         path = Path(name)
-        cmd = [
-            "parec",
-            f"--device={self.monitor}",
-            "--raw",
-            "--format=float32le",
-            f"--rate={RECORD_RATE}",
-            "--channels=1",
-            "--latency-msec=10",
-        ]
-        with path.open("wb") as out:
-            proc = subprocess.Popen(
-                cmd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.DEVNULL
-            )
+        cmd = [*self._parec_command(), "--latency-msec=10"]
+        errors = path.with_suffix(".err")
+        with path.open("wb") as out, errors.open("wb") as err:
+            proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=out, stderr=err)
         estimates: list[float] = []
         deadline = time.monotonic() + 5.0
         while len(estimates) < 20:
@@ -192,7 +226,8 @@ class PulseServer:
             elif proc.poll() is not None or now > deadline:
                 proc.kill()
                 proc.wait()
-                raise PulseUnavailable("parec did not start recording the monitor")
+                why = errors.read_text(errors="replace").strip() or f"exit code {proc.returncode}"
+                raise PulseUnavailable(f"parec did not start recording the monitor: {why}")
             time.sleep(0.005)
         recording = Recording(process=proc, path=path, started_at=min(estimates))
         self._recordings.append(recording)
@@ -205,6 +240,10 @@ class PulseServer:
                 rec.process.kill()
                 rec.process.wait()
         self._recordings.clear()
+        if self._keeper is not None and self._keeper.poll() is None:
+            self._keeper.kill()
+            self._keeper.wait()
+        self._keeper = None
         if self._daemon is not None and self._daemon.poll() is None:
             self._daemon.terminate()
             try:
@@ -221,11 +260,17 @@ class PulseServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> PulseServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: a SIGKILLed test run must not leave a daemon behind (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ start without them.
 from __future__ import annotations
 
 import collections
-import ctypes
 import importlib
 import sys
 import threading
@@ -42,16 +41,22 @@ if TYPE_CHECKING:
 NO_DEVICE_MESSAGE = (
     "no audio device or sound server found; use `voicecoach export` to write an audio file instead"
 )
+DEVICE_LOST_MESSAGE = (
+    "the audio device or sound server stopped during playback; "
+    "use `voicecoach export` to write an audio file instead"
+)
 
 DEFAULT_BACKEND = "miniaudio"
 BACKENDS = ("miniaudio",)
 
-PERIOD_MS = 100
-"""Device callback period. miniaudio's PulseAudio backend keeps only about two
-periods queued in the server whatever PERIODS says, so the period is the knob:
-at 50 ms a 110 ms stall of the audio thread (GIL, a busy VM) left a 30 ms gap;
-at 100 ms none was seen in the bench. First sound does not depend on it: the
-device starts once the first chunk is queued and the server plays it at once."""
+PERIOD_MS = 150
+"""Device callback period, and the knob that sets the slack. miniaudio's PulseAudio
+backend asks the server to hold about one period whatever PERIODS is, so a late
+callback underruns once it is about half a period late: measured, a stall of
+25 ms at a 50 ms period, 60 ms at 100 ms, 80 ms at 150 ms, 95 ms at 200 ms
+became a gap. At 50 ms, 1 run in 10 (20 s each) had a 30 ms gap on this 2-core
+VM. 150 ms absorbs a GIL-holding render step or a busy machine, and pause and
+skip are still heard within ~0.3 s. First sound does not depend on it."""
 PERIODS = 2
 DEVICE_LATENCY_S = PERIOD_MS * PERIODS / 1000
 """Upper bound on audio handed over but not yet heard: pause and skip take effect
@@ -60,12 +65,16 @@ RENDER_AHEAD_S = 2.0
 """How far the feeder renders ahead: absorbs a slow phrase synthesis."""
 OPEN_TIMEOUT_S = 3.0
 """A sound server that accepts but never answers must not hang the CLI."""
+STALL_S = 1.0
+"""No callback for this long (ten periods) means the server or device went away:
+miniaudio then simply stops calling, and wait() would otherwise wait forever."""
 FADE_SAMPLES = SAMPLE_RATE // 200
 """5 ms fades at pause, resume and replace: a cut mid-waveform clicks."""
 
 # Tried in this order; a backend not built for this OS fails fast and is skipped.
-# NULL is left out on purpose (miniaudio would "play" into nothing), and JACK too
-# (it tries to reach or start a jackd and prints to stderr when there is none).
+# NULL is left out on purpose (miniaudio would "play" into nothing without error),
+# and JACK too: a failed libjack probe prints to stderr, and JACK desktops bridge
+# PulseAudio anyway.
 _MINIAUDIO_BACKENDS = (
     "WASAPI",
     "COREAUDIO",
@@ -230,6 +239,8 @@ def _quiet_alsa() -> None:
     global _alsa_handler
     if _alsa_handler is not None or not sys.platform.startswith("linux"):
         return
+    import ctypes
+
     try:
         asound = ctypes.CDLL("libasound.so.2")
     except OSError:
@@ -247,22 +258,28 @@ class MiniaudioPlayer:
     """A pulled stream of float32 mono chunks at SAMPLE_RATE, played gaplessly.
 
     - start(chunks): a feeder thread pulls chunks, up to RENDER_AHEAD_S ahead; the
-      device starts when the first one is queued.
+      device starts once one period is queued, or the stream ended sooner, so a
+      short first chunk cannot underrun.
     - position_samples: samples of the stream handed to the device (what is heard
       lags it by up to DEVICE_LATENCY_S). It does not move while paused or during
       an underrun, so it stays exact on the session's timeline; replace() sets it.
-    - pause()/resume(): decided in the callback (5 ms fades); the device keeps
-      running and plays silence, so resuming is immediate and loses nothing.
+    - pause()/resume(): decided in the next callback, with 5 ms fades; the device
+      keeps running and plays silence. Both are heard within DEVICE_LATENCY_S and
+      lose nothing (miniaudio's own stop() corks the stream: it clicks at both ends).
     - replace(chunks, position_samples): the next callback fades out the old
       stream and plays the new one, for "next step" and "restart step".
     - wait(timeout_s): True once the stream is exhausted and has played out;
-      re-raises an exception raised by the chunk iterator.
+      re-raises an exception raised by the chunk iterator, and raises
+      AudioError(DEVICE_LOST_MESSAGE) if the device stops calling back.
     - close(): idempotent; stops the device, releases the server connection.
     """
 
     def __init__(self, device: _Device) -> None:
         self._device = device
         self._cond = threading.Condition(threading.Lock())
+        # Serialises device start (feeder) and close (caller): miniaudio deadlocks in
+        # ma_device_uninit when it runs while ma_device_start is still under way.
+        self._device_lock = threading.Lock()
         self._queue: collections.deque[Samples] = collections.deque()
         self._queued = 0
         self._chunks: Iterator[Samples] | None = None
@@ -276,6 +293,7 @@ class MiniaudioPlayer:
         self._tail: Samples | None = None
         self._played_out_at: float | None = None
         self._device_started = False
+        self._last_callback_at = 0.0
         self._closed = False
         self._feeder: threading.Thread | None = None
         self.underruns = 0
@@ -341,6 +359,8 @@ class MiniaudioPlayer:
                     raise error
                 if self._closed:
                     return False
+                if self._device_started and time.monotonic() - self._last_callback_at > STALL_S:
+                    raise AudioError(DEVICE_LOST_MESSAGE)
                 if self._played_out_at is not None and not self._paused:
                     played_out_at = self._played_out_at
                     break
@@ -364,8 +384,9 @@ class MiniaudioPlayer:
                 return
             self._closed = True
             self._cond.notify_all()
-        # Never under our lock: uninit waits for a running callback, which takes it.
-        self._device.close()
+        # Never under _cond: uninit waits for a running callback, which takes it.
+        with self._device_lock:
+            self._device.close()
         if self._feeder is not None and self._feeder is not threading.current_thread():
             # It may be inside a slow render step; it exits after it, as a daemon.
             self._feeder.join(timeout=0.5)
@@ -460,17 +481,22 @@ class MiniaudioPlayer:
                     elif chunk is not None and len(chunk):
                         self._queue.append(chunk)
                         self._queued += len(chunk)
-                    # Prefill one device buffer: a short first chunk must not underrun.
+                    # Prefill one period: a short first chunk must not underrun.
                     start_device = not self._device_started and (
-                        done or self._queued >= DEVICE_LATENCY_S * SAMPLE_RATE
+                        done or self._queued >= PERIOD_MS * SAMPLE_RATE // 1000
                     )
-                    self._device_started = self._device_started or start_device
+                    if start_device:
+                        self._device_started = True
+                        self._last_callback_at = time.monotonic()
                     self._cond.notify_all()
                 if start_device:
                     try:
                         pump = self._pump()
                         next(pump)  # pyminiaudio sends frame counts to a started generator
-                        self._device.start(pump)
+                        with self._device_lock:
+                            if self._closed:
+                                return
+                            self._device.start(pump)
                     except Exception as e:  # noqa: BLE001 - the device vanished since open
                         with self._cond:
                             self._error = AudioError(f"{NO_DEVICE_MESSAGE} ({e})")
@@ -494,6 +520,7 @@ class MiniaudioPlayer:
         out = np.zeros(frames, dtype=np.float32)
         try:
             with self._cond:
+                self._last_callback_at = time.monotonic()
                 filled = 0
                 if self._tail is not None:
                     n = min(len(self._tail), frames)

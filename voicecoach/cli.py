@@ -215,19 +215,19 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
         voicecoach export upper-back-knot --level high --captions -o upper.ogg
         voicecoach export mid-back-knot --all-variations -o sessions/
     """
-    from . import exporting
+    from .export import export_all, export_one
 
     channels = 2 if stereo else 1
     show_progress = sys.stderr.isatty()
     if all_variations:
         if options["variation"]:
             raise click.UsageError("--all-variations and --variation do not go together")
-        for path in exporting.export_all(routine, output or Path("."), fmt, options,
+        for path in export_all(routine, output or Path("."), fmt, options,
                                          channels=channels, captions=captions,
                                          progress=show_progress):
             click.echo(f"Wrote {path}")
         return
-    for path in exporting.export_one(routine, output, options, channels=channels,
+    for path in export_one(routine, output, options, channels=channels,
                                      captions=captions, progress=show_progress):
         click.echo(f"Wrote {path}")
 

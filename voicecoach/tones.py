@@ -44,18 +44,13 @@ import soundfile
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError
+from voicecoach import schema
 from voicecoach.loudness import integrated_loudness
 
 Samples = npt.NDArray[np.float32]
 
-TONE_KINDS: Final[tuple[str, ...]] = (
-    "hold_start",
-    "hold_end",
-    "switch",
-    "countdown",
-    "rest",
-    "finish",
-)
+TONE_KINDS: Final = schema.TONE_KINDS
+"""The routine format names them (a routine's own `sounds:`), so the schema owns the list."""
 
 TARGET_LUFS: Final = -21.0
 """Loudness of every tone: 2 LU under the voice's -19 LUFS, heard but not shouting."""

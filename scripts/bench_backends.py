@@ -544,6 +544,8 @@ def measure_release(server: Any, backend: str) -> dict[str, Any]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # a run started in the background inherits SIGINT ignored; a person's shell doesn't
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         if mode == "sigint":
             assert proc.stdout is not None

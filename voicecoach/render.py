@@ -104,22 +104,34 @@ class Rendering:
     @property
     def gain(self) -> float:
         """The one gain that levels the session: measured once over every chunk, then cached."""
+        return self.level()
+
+    def gain_known(self) -> bool:
+        """Whether the gain is at hand (this process or the cache), with no pass to make."""
         if self._gain is None:
             path = self._gain_path()
             if path is not None:
                 with contextlib.suppress(OSError, ValueError, TypeError):
                     self._gain = float(json.loads(path.read_text())["gain"])
-                    return self._gain
-            self._gain = self._measure_gain()
+        return self._gain is not None
+
+    def level(self, progress: Callable[[int], None] | None = None) -> float:
+        """The gain, measuring it first if needed; `progress` hears of each chunk measured."""
+        if not self.gain_known():
+            self._gain = self._measure_gain(progress)
+            path = self._gain_path()
             if path is not None:
                 store_atomically(path, json.dumps({"gain": self._gain}).encode())
+        assert self._gain is not None
         return self._gain
 
-    def _measure_gain(self) -> float:
+    def _measure_gain(self, progress: Callable[[int], None] | None) -> float:
         meter = LoudnessMeter(self.timeline.sample_rate)
         peak = 0.0
         for a in range(0, self.total_samples, self.chunk_samples):
             chunk = self.mix(a, min(a + self.chunk_samples, self.total_samples))
+            if progress is not None:
+                progress(chunk.shape[0])
             meter.feed(chunk)
             if chunk.size:
                 peak = max(peak, float(np.max(np.abs(chunk))))

@@ -117,3 +117,27 @@ def test_a_routine_can_bring_its_own_sounds(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["export", str(routine), "-o", str(out)])
     assert result.exit_code == 1
     assert result.stderr == f"Error: cannot read sound file '{tmp_path / 'missing.wav'}': no such file\n"
+
+
+def test_a_cold_cache_reports_each_phrase_it_makes(tmp_path: Path) -> None:
+    import contextlib
+    from collections.abc import Callable, Iterator
+
+    from voicecoach.pipeline import prepare
+
+    seen: list[tuple[int, str]] = []
+    steps: list[int] = []
+
+    @contextlib.contextmanager
+    def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+        seen.append((total, label))
+        yield steps.append
+
+    cache = phrase_cache()
+    cache.folder = tmp_path / "phrases"
+    prepare(SHORT, cache=cache, progress=progress)
+    assert seen == [(cache.synthesized, "Synthesizing speech")]
+    assert sum(steps) == cache.synthesized > 5
+    seen.clear()
+    prepare(SHORT, cache=cache, progress=progress)  # warm: nothing to show
+    assert seen == []

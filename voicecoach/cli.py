@@ -53,12 +53,15 @@ def _session_options(f: F) -> F:
 
 def _prepare(routine: str, variation: str | None, level: str, hold_s: float | None,
              reps: int | None, voice: str | None, rate_wpm: int | None, volume: float,
-             engine: str) -> Any:
+             engine: str, progress: bool = False) -> Any:
     from .compile import Options
     from .pipeline import VoiceSettings, prepare
 
+    from .export import progress_bar
+
     return prepare(routine, variation, Options(level, hold_s, reps),
-                   VoiceSettings(voice, rate_wpm, volume, engine))
+                   VoiceSettings(voice, rate_wpm, volume, engine),
+                   progress=progress_bar if progress else None)
 
 
 def _clock(seconds: float) -> str:
@@ -254,7 +257,7 @@ def play(routine: str, no_log: bool, **options: Any) -> None:
     from .backends import open_player
     from .play import Coach, run
 
-    session = _prepare(routine, **options)
+    session = _prepare(routine, **options, progress=sys.stderr.isatty())
     _ = session.rendering.gain  # the same level as the export, decided before the first sound
     with open_player() as player:
         coach = Coach(session, player)

@@ -418,7 +418,8 @@ def write_playlist(path: Path, entries: Sequence[tuple[str, str, float]]) -> Non
 
 # --- sessions: one rendered stream to a file, with chapters, captions and playlists ------
 
-def _session(routine: Any, variation: str | None, options: dict[str, Any]) -> Session:
+def _session(routine: Any, variation: str | None, options: dict[str, Any],
+             progress: bool = False) -> Session:
     from .compile import Options
     from .pipeline import VoiceSettings, prepare
 
@@ -426,14 +427,13 @@ def _session(routine: Any, variation: str | None, options: dict[str, Any]) -> Se
         routine, variation,
         Options(options["level"], options["hold_s"], options["reps"]),
         VoiceSettings(options["voice"], options["rate_wpm"], options["volume"], options["engine"]),
+        progress=progress_bar if progress else None,
     )
 
 
 @contextmanager
-def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[int], None] | None]:
-    if not enabled:
-        yield None
-        return
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on the terminal's stderr; yields its update."""
     import sys
 
     import click
@@ -441,6 +441,11 @@ def _progress_bar(enabled: bool, total: int, label: str) -> Iterator[Callable[[i
     bar: Any = click.progressbar(length=total, label=label, file=sys.stderr)
     with bar:
         yield bar.update
+
+
+@contextmanager
+def _no_progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    yield None
 
 
 def write_session(session: Session, path: Path, *, channels: int = 1, captions: bool = False,
@@ -451,7 +456,8 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
     chapters = [Chapter(s.title, s.start, s.end) for s in timeline.sections]
     rendering = session.rendering
     passes = 1 if rendering.gain_known() else 2  # a first pass measures the loudness
-    with _progress_bar(progress, passes * rendering.total_samples, f"Rendering {path.name}") as update:
+    bar = progress_bar if progress else _no_progress
+    with bar(passes * rendering.total_samples, f"Rendering {path.name}") as update:
         rendering.level(update)
         write_audio(path, rendering.chunks(), total_samples=rendering.total_samples,
                     sample_rate=timeline.sample_rate, channels=channels,
@@ -468,7 +474,7 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
 
 def export_one(routine: str, output: Path | None, options: dict[str, Any], *, channels: int = 1,
                captions: bool = False, progress: bool = False) -> list[Path]:
-    session = _session(routine, options["variation"], options)
+    session = _session(routine, options["variation"], options, progress)
     if output is None:
         output = Path(f"{session.routine.id}-{session.timeline.variation}.mp3")
     elif output.is_dir():
@@ -489,7 +495,7 @@ def export_all(routine: str, folder: Path, fmt: str, options: dict[str, Any], *,
     written: list[Path] = []
     entries: list[tuple[str, str, float]] = []
     for variation in loaded.variations:
-        session = _session(loaded, variation.name, options)
+        session = _session(loaded, variation.name, options, progress)
         path = folder / f"{loaded.id}-{variation.name}.{fmt}"
         written += write_session(session, path, channels=channels, captions=captions,
                                  progress=progress)

@@ -5,10 +5,12 @@ The CLI and tests call this; every stage stays a plain function of plain data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .compile import Options, compile_routine
+from .compile import Options, Say, Script, Timed, compile_routine
 from .load import load
 from .model import Routine
 from .render import Rendering, ToneBank
@@ -59,15 +61,42 @@ DEFAULT_OPTIONS = Options()
 DEFAULT_VOICE = VoiceSettings()
 
 
+Progress = Callable[[int, str], AbstractContextManager[Callable[[int], None] | None]]
+"""Opens a progress display for a number of steps and a label; yields its update."""
+
+
 def prepare(routine: Routine | str, variation: str | None = None,
             options: Options = DEFAULT_OPTIONS, voice: VoiceSettings = DEFAULT_VOICE,
-            cache: PhraseCache | None = None) -> Session:
-    """Everything up to the timeline; audio is rendered only when its chunks are read."""
+            cache: PhraseCache | None = None, progress: Progress | None = None) -> Session:
+    """Everything up to the timeline; audio is rendered only when its chunks are read.
+
+    `progress`, if given, shows the phrases synthesized for a cold cache (a long session
+    or the neural voice can take seconds)."""
     if isinstance(routine, str):
         routine = load(routine)
     script = compile_routine(routine, variation, options)
     cache = cache or phrase_cache(voice)
     tones = ToneBank(routine.sounds, _base_dir(routine))
-    timeline = schedule(script, cache.length, tones.length)
+    missing = cache.missing(_spoken(script)) if progress is not None else 0
+    if progress is not None and missing:
+        with progress(missing, "Synthesizing speech") as update:
+            cache.on_synthesized = update
+            try:
+                timeline = schedule(script, cache.length, tones.length)
+            finally:
+                cache.on_synthesized = None
+    else:
+        timeline = schedule(script, cache.length, tones.length)
     gains = cache.folder.parent / "gains"
     return Session(routine, timeline, Rendering(timeline, cache, tones, gain_cache=gains))
+
+
+def _spoken(script: Script) -> list[str]:
+    """The words of every spoken cue, including those inside timed windows."""
+    texts = []
+    for cue in script.cues:
+        if isinstance(cue, Say):
+            texts.append(cue.text)
+        elif isinstance(cue, Timed):
+            texts.extend(m.cue.text for m in cue.marks if isinstance(m.cue, Say))
+    return texts

@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -173,6 +174,8 @@ class PhraseCache:
         self.synthesizer = synthesizer
         self.folder = (folder or cache_dir()) / "phrases"
         self.synthesized = 0
+        self.on_synthesized: Callable[[int], None] | None = None
+        """Told of each phrase made: a progress display's update."""
         self._lengths: dict[str, int] = {}
 
     def path(self, text: str) -> Path:
@@ -188,6 +191,8 @@ class PhraseCache:
             pass
         samples = self.synthesizer.synthesize(text)
         self.synthesized += 1
+        if self.on_synthesized is not None:
+            self.on_synthesized(1)
         buffer = io.BytesIO()
         np.save(buffer, samples.astype(np.float32))
         # The first process to store a phrase wins and every process then uses its copy:
@@ -199,6 +204,10 @@ class PhraseCache:
             return stored
         except (OSError, ValueError):  # an unwritable cache: use our own
             return samples
+
+    def missing(self, texts: list[str]) -> int:
+        """How many distinct phrases are not cached yet."""
+        return sum(1 for t in dict.fromkeys(texts) if not self.path(t).exists())
 
     def length(self, text: str) -> int:
         if text not in self._lengths:

@@ -160,6 +160,14 @@ def test_export_errors_are_one_line(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_mistyped_extension_fails_before_any_speech_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICECOACH_CACHE_DIR", str(tmp_path / "cache"))
+    result = CliRunner().invoke(cli, ["export", "upper-back-knot", "-o", str(tmp_path / "x.mp4")])
+    assert result.exit_code == 2
+    assert not (tmp_path / "cache").exists()
+
+
 def test_second_export_synthesizes_nothing(tmp_path: Path) -> None:
     from voicecoach.pipeline import phrase_cache
 

@@ -81,8 +81,6 @@ class Script:
     title: str
     variation: str
     cues: tuple[Cue, ...] = field(default_factory=tuple)
-    sounds: dict[str, str] = field(default_factory=dict)
-    routine_file: str = ""
 
 
 def _number(value: float) -> str:
@@ -244,7 +242,7 @@ class _Compiler:
         if r.dosage:
             self.lines(r.dosage.say, "Finish", none)
         self.lines(r.safety_end, "Finish", none)
-        return Script(r.id, r.title, self.variation, tuple(self.cues), dict(r.sounds), r.file)
+        return Script(r.id, r.title, self.variation, tuple(self.cues))
 
 
 def check_variation(routine: Routine, variation: str | None) -> str:

@@ -37,10 +37,14 @@ __all__ = [
     "Chapter",
     "PlaylistEntry",
     "atomic_path",
+    "export_all",
+    "export_one",
     "format_for",
+    "progress_bar",
     "write_audio",
     "write_captions",
     "write_playlist",
+    "write_session",
 ]
 
 
@@ -474,6 +478,8 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
 
 def export_one(routine: str, output: Path | None, options: dict[str, Any], *, channels: int = 1,
                captions: bool = False, progress: bool = False) -> list[Path]:
+    if output is not None and not output.is_dir():
+        format_for(output)  # a mistyped extension fails before any speech is made
     session = _session(routine, options["variation"], options, progress)
     if output is None:
         output = Path(f"{session.routine.id}-{session.timeline.variation}.mp3")

@@ -2,8 +2,8 @@
 
 Memory stays flat however long the session: chunks are mixed one at a time from the
 phrase cache (memory-mapped) and the tone bank. Loudness is measured in a first pass
-over the same chunks (BS.1770, see loudness.py), then one gain brings the session to the spoken-word target with peaks
-kept at or below -1 dBFS. Play and export both read `Rendering.chunks`, so what is
+over the same chunks (BS.1770, see loudness.py), then one gain brings the session to
+the spoken-word target with peaks kept at or below -1 dBFS. Play and export both read `Rendering.chunks`, so what is
 heard and what is written are the same samples.
 """
 
@@ -141,14 +141,11 @@ class Rendering:
             gain = min(gain, 10 ** (PEAK_CEILING_DBFS / 20) / peak)
         return float(gain)
 
-    def chunks(self, start: int = 0, end: int | None = None,
-               progress: Callable[[int], None] | None = None) -> Iterator[np.ndarray]:
+    def chunks(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
         """Levelled float32 mono chunks from `start` to `end` (the end of the session)."""
         end = self.total_samples if end is None else min(end, self.total_samples)
         gain = np.float32(self.gain)
         for a in range(start, end, self.chunk_samples):
             chunk = self.mix(a, min(a + self.chunk_samples, end))
             chunk *= gain
-            if progress is not None:
-                progress(chunk.shape[0])
             yield chunk

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import SAMPLE_RATE
@@ -55,8 +55,6 @@ class Timeline:
     events: tuple[Event, ...]
     sections: tuple[Section, ...]
     sample_rate: int = SAMPLE_RATE
-    sounds: dict[str, str] = field(default_factory=dict)
-    routine_file: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -125,8 +123,6 @@ def schedule(script: Script, speech_length: Callable[[str], int],
         events=tuple(sorted(events, key=lambda e: (e.start, e.end))),
         sections=tuple(Section(t, s, b) for (t, s), b in zip(sections, bounds, strict=True)),
         sample_rate=sample_rate,
-        sounds=script.sounds,
-        routine_file=script.routine_file,
     )
 
 

@@ -166,8 +166,9 @@ def cache_dir() -> Path:
 class PhraseCache:
     """Phrases on disk keyed by engine, voice, rate, volume and text.
 
-    Files are written to a temporary name and renamed, so two processes sharing the
-    cache can only ever see whole phrases; the engine starts only on a miss.
+    Files are written to a temporary name and linked into place, first writer wins, so
+    two processes sharing the cache see whole phrases and the same ones; the engine
+    starts only on a miss.
     """
 
     def __init__(self, synthesizer: Synthesizer, folder: Path | None = None) -> None:
@@ -213,7 +214,6 @@ class PhraseCache:
         if text not in self._lengths:
             self._lengths[text] = int(self.get(text).shape[0])
         return self._lengths[text]
-
 
 
 def store_atomically(path: Path, data: bytes, *, replace: bool = True) -> None:

@@ -184,21 +184,34 @@ def test_second_export_synthesizes_nothing(tmp_path: Path) -> None:
     assert again.synthesized == 0
 
 
-def test_the_session_gain_is_measured_once_then_cached(tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [Options(), Options(reps=3, hold_s=13, level="high")])
+def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: Options) -> None:
+    """The gain is worked out from each sound's cached energies, with no pass over the
+    audio; it must agree with pyloudnorm run over the rendered (unlevelled) mix."""
+    session = prepare("upper-back-knot", options=options)
+    rendering = session.rendering
+    mix = rendering.mix(0, rendering.total_samples).astype(np.float64)
+    loudness, peak = rendering.loudness_and_peak()
+    assert loudness == pytest.approx(pyloudnorm.Meter(SR).integrated_loudness(mix), abs=1e-4)
+    assert peak == pytest.approx(float(np.max(np.abs(mix))), rel=1e-6)
+
+
+def test_phrase_energies_are_cached_beside_the_phrase_and_rebuilt_if_lost(tmp_path: Path) -> None:
+    from voicecoach.loudness import bin_energies
     from voicecoach.pipeline import phrase_cache
 
     cache = phrase_cache()
     cache.folder = tmp_path / "phrases"
-    first = prepare(SHORT_ROUTINE, cache=cache)
-    measured = first.rendering.gain
-    stored = list((tmp_path / "gains").iterdir())
+    text = "Breathe out slowly."
+    samples = np.array(cache.get(text))
+    stored = list(cache.folder.rglob("*.k.npy"))
     assert len(stored) == 1
-    assert json.loads(stored[0].read_text()) == {"gain": measured}
-    again = prepare(SHORT_ROUTINE, cache=cache)
-    assert again.rendering._gain_path() == stored[0]
-    assert again.rendering.gain == measured
-    other = prepare(SHORT_ROUTINE, options=Options(level="high", hold_s=7), cache=cache)
-    assert other.rendering._gain_path() != stored[0]
+    assert np.array_equal(np.load(stored[0]), bin_energies(samples, SR))
+    stored[0].unlink()
+    again = phrase_cache()
+    again.folder = cache.folder
+    assert np.array_equal(again.energies(text), bin_energies(samples, SR))
+    assert stored[0].exists() and again.synthesized == 0
 
 
 def test_every_phrase_really_comes_out() -> None:

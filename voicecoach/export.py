@@ -459,10 +459,8 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
     timeline = session.timeline
     chapters = [Chapter(s.title, s.start, s.end) for s in timeline.sections]
     rendering = session.rendering
-    passes = 1 if rendering.gain_known() else 2  # a first pass measures the loudness
     bar = progress_bar if progress else _no_progress
-    with bar(passes * rendering.total_samples, f"Rendering {path.name}") as update:
-        rendering.level(update)
+    with bar(rendering.total_samples, f"Rendering {path.name}") as update:
         write_audio(path, rendering.chunks(), total_samples=rendering.total_samples,
                     sample_rate=timeline.sample_rate, channels=channels,
                     title=f"{timeline.title} ({timeline.variation})", chapters=chapters,

@@ -4,8 +4,13 @@ pyloudnorm is the reference implementation and the tests measure with it, but it
 measures whole arrays only and imports scipy.signal, which alone took a second of a
 cold export here. This meter streams in flat memory and needs only numpy: the two
 K-weighting biquads (pyloudnorm's coefficients, RBJ cookbook) are applied as their
-impulse response, truncated where it has decayed below 1e-12, by FFT convolution
-with overlap-add.
+impulse response, truncated where it has decayed below 1e-10, by FFT convolution with
+overlap-add in float32 blocks of a fixed size (measured fastest here: 13 ns a sample,
+against 57 for one power-of-two FFT over the whole input).
+
+`bin_energies` gives a sound's K-weighted energy in 5-sample bins, tail included. K-weighting
+is linear, so a session whose sounds do not overlap has the sum of its sounds' bins as
+its own: render.py measures a session's loudness from them, with no pass over the audio.
 """
 
 from __future__ import annotations
@@ -14,9 +19,15 @@ import functools
 
 import numpy as np
 
-IMPULSE_SAMPLES = 4096
+IMPULSE_SAMPLES = 2048
+"""The K-weighting response is below 1e-10 of its peak from here on (at 22050 Hz)."""
+FFT_SIZE = 16384
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
+BINS_PER_STEP = 441
+"""A gating step is 100 ms, so a bin is 5 samples at 22050 Hz: fine enough that laying a
+sound's bins at any sample gives the loudness of its samples to 1e-5 LU (measured: 21
+samples moved a gating block across its threshold, 0.005 LU)."""
 
 
 def _biquad(kind: str, gain_db: float, q: float, fc_hz: float, rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,11 +61,69 @@ def k_weighting(rate: int) -> np.ndarray:
     return impulse
 
 
-@functools.lru_cache(maxsize=16)
-def _impulse_spectrum(rate: int, size: int) -> np.ndarray:
-    spectrum = np.fft.rfft(k_weighting(rate), size)
+@functools.lru_cache(maxsize=4)
+def _impulse_spectrum(rate: int) -> np.ndarray:
+    spectrum = np.fft.rfft(k_weighting(rate).astype(np.float32), FFT_SIZE)
     spectrum.flags.writeable = False
     return spectrum
+
+
+def k_filter(samples: np.ndarray, rate: int) -> np.ndarray:
+    """The K-weighted signal, float64, with the filter's tail: len + IMPULSE_SAMPLES - 1."""
+    spectrum = _impulse_spectrum(rate)
+    block = FFT_SIZE - IMPULSE_SAMPLES + 1
+    n = samples.shape[0]
+    out = np.zeros(n + IMPULSE_SAMPLES - 1)
+    x = np.asarray(samples, dtype=np.float32)
+    for a in range(0, n, block):
+        piece = x[a: a + block]
+        if not piece.any():
+            continue
+        filtered = np.fft.irfft(np.fft.rfft(piece, FFT_SIZE) * spectrum, FFT_SIZE)
+        m = piece.shape[0] + IMPULSE_SAMPLES - 1
+        out[a: a + m] += filtered[:m]
+    return out
+
+
+def step_samples(rate: int) -> int:
+    """Samples in a 100 ms gating step."""
+    return round(0.1 * rate)
+
+
+def bin_samples(rate: int) -> int:
+    """Samples in a bin: BINS_PER_STEP bins of whole samples make a step."""
+    step = step_samples(rate)
+    if step % BINS_PER_STEP:
+        raise ValueError(f"a 100 ms step at {rate} Hz is not {BINS_PER_STEP} whole bins")
+    return step // BINS_PER_STEP
+
+
+def bin_energies(samples: np.ndarray, rate: int) -> np.ndarray:
+    """K-weighted energy (sum of squares) per bin from the sound's first sample, tail
+    included; float32, a fifth of the sound's own size."""
+    bin_size = bin_samples(rate)
+    filtered = k_filter(samples, rate)
+    padded = np.zeros(-(-filtered.shape[0] // bin_size) * bin_size)
+    padded[: filtered.shape[0]] = filtered
+    energies: np.ndarray = np.square(padded).reshape(-1, bin_size).sum(axis=1).astype(np.float32)
+    return energies
+
+
+def gated_loudness(step_energies: np.ndarray, step: int) -> float:
+    """Integrated loudness in LUFS from energies per 100 ms step, gated as BS.1770 (and
+    pyloudnorm) do; -inf for silence."""
+    e = np.asarray(step_energies, dtype=np.float64)
+    if e.size < 4:
+        return float("-inf")
+    z = (e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * step)
+    with np.errstate(divide="ignore"):
+        loud = -0.691 + 10 * np.log10(z)
+    above = loud >= ABSOLUTE_GATE_LUFS
+    if not above.any():
+        return float("-inf")
+    relative = -0.691 + 10 * np.log10(z[above].mean()) + RELATIVE_GATE_LU
+    final = z[above & (loud > relative)]
+    return float(-0.691 + 10 * np.log10(final.mean())) if final.size else float("-inf")
 
 
 class LoudnessMeter:
@@ -62,9 +131,8 @@ class LoudnessMeter:
 
     def __init__(self, rate: int) -> None:
         self._rate = rate
-        self._impulse = k_weighting(rate)
-        self._tail = np.zeros(self._impulse.size - 1)
-        self._step = round(0.1 * rate)
+        self._tail = np.zeros(IMPULSE_SAMPLES - 1)
+        self._step = step_samples(rate)
         self._partial = 0.0
         self._partial_n = 0
         self._energies: list[float] = []
@@ -76,12 +144,9 @@ class LoudnessMeter:
         if not chunk.any() and not self._tail.any():
             self._add_silence(n)
             return
-        size = 1 << int(np.ceil(np.log2(n + self._impulse.size - 1)))
-        spectrum = np.fft.rfft(chunk.astype(np.float64), size) * _impulse_spectrum(self._rate, size)
-        full = np.fft.irfft(spectrum, size)[: n + self._impulse.size - 1]
+        full = k_filter(chunk, self._rate)
         full[: self._tail.size] += self._tail
         out, tail = full[:n], full[n:]
-        tail[np.abs(tail) < 1e-15] = 0.0  # lets the silence shortcut above take over
         self._tail = tail
         self._add_squares(out * out)
 
@@ -107,18 +172,7 @@ class LoudnessMeter:
 
     def integrated(self) -> float:
         """LUFS, gated as BS.1770 (and pyloudnorm) do; -inf for silence."""
-        e = np.array(self._energies)
-        if e.size < 4:
-            return float("-inf")
-        z = (e[:-3] + e[1:-2] + e[2:-1] + e[3:]) / (4 * self._step)
-        with np.errstate(divide="ignore"):
-            loud = -0.691 + 10 * np.log10(z)
-        above = loud >= ABSOLUTE_GATE_LUFS
-        if not above.any():
-            return float("-inf")
-        relative = -0.691 + 10 * np.log10(z[above].mean()) + RELATIVE_GATE_LU
-        final = z[above & (loud > relative)]
-        return float(-0.691 + 10 * np.log10(final.mean())) if final.size else float("-inf")
+        return gated_loudness(np.array(self._energies), self._step)
 
 
 def integrated_loudness(samples: np.ndarray, rate: int) -> float:
@@ -127,31 +181,38 @@ def integrated_loudness(samples: np.ndarray, rate: int) -> float:
     return meter.integrated()
 
 
+def steps_from_bins(bins: np.ndarray, minimum_steps: int = 4) -> np.ndarray:
+    """Bin energies summed per 100 ms step, zero-padded to whole steps (and to one block)."""
+    count = max(minimum_steps * BINS_PER_STEP, -(-bins.shape[0] // BINS_PER_STEP) * BINS_PER_STEP)
+    padded = np.zeros(count)
+    padded[: bins.shape[0]] = bins
+    steps: np.ndarray = padded.reshape(-1, BINS_PER_STEP).sum(axis=1)
+    return steps
+
+
 def limit(samples: np.ndarray, ceiling: float, window: int) -> np.ndarray:
     """A look-ahead peak limiter: smooth gain dips around the few samples over `ceiling`.
 
     The dip reaches its floor `window` samples before a peak and recovers as long
-    after, so the peak is held under the ceiling with no hard clipping.
+    after, so the peak is held under the ceiling with no hard clipping. Only the
+    regions around peaks are touched (and copied); elsewhere samples pass as they are.
     """
-    level = np.abs(samples)
-    over = np.flatnonzero(level > ceiling)
+    over = np.flatnonzero((samples > ceiling) | (samples < -ceiling))
     if over.size == 0:
         return samples
-    need = np.ones(samples.shape[0] + 2 * window)
-    need[over + window] = ceiling / level[over]
     n = samples.shape[0]
-    hann = np.hanning(window + 2)[1:-1]
+    w = window
+    hann = np.hanning(w + 2)[1:-1]
     kernel = hann / hann.sum()
-    smooth = np.ones(n)
-    # a sliding minimum over 2 * window + 1 samples, then smoothed: only around the peaks
-    breaks = np.flatnonzero(np.diff(over) > 2 * window) + 1
-    for cluster in np.split(over, breaks):
-        lo, hi = max(0, cluster[0] - 2 * window), min(n, cluster[-1] + 2 * window + 1)
-        span = need[lo: hi + 2 * window]
-        floor = np.lib.stride_tricks.sliding_window_view(span, 2 * window + 1).min(axis=1)
-        padded = np.pad(floor, window, constant_values=1.0)
-        dip = np.convolve(padded, kernel, mode="same")[window:-window]
-        smooth[lo:hi] = np.minimum(smooth[lo:hi], dip)
-    smooth[smooth > 1.0 - 1e-9] = 1.0  # away from the peaks, samples pass untouched
-    out: np.ndarray = np.clip(samples * smooth, -ceiling, ceiling)
+    out = np.array(samples, copy=True)
+    # Peaks closer than 4 windows share one region, so their dips never compound.
+    breaks = np.flatnonzero(np.diff(over) > 4 * w + 1) + 1
+    for region in np.split(over, breaks):
+        lo, hi = max(0, int(region[0]) - 2 * w), min(n, int(region[-1]) + 2 * w + 1)
+        need = np.ones(hi - lo + 2 * w)  # sample i sits at need[i - lo + w]
+        need[region - lo + w] = ceiling / np.abs(samples[region].astype(np.float64))
+        floor = np.lib.stride_tricks.sliding_window_view(need, 2 * w + 1).min(axis=1)
+        dip = np.convolve(np.pad(floor, w, constant_values=1.0), kernel, mode="same")[w:-w]
+        dip[dip > 1.0 - 1e-9] = 1.0
+        out[lo:hi] = np.clip(out[lo:hi] * dip, -ceiling, ceiling)
     return out

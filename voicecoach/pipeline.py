@@ -87,8 +87,7 @@ def prepare(routine: Routine | str, variation: str | None = None,
                 cache.on_synthesized = None
     else:
         timeline = schedule(script, cache.length, tones.length)
-    gains = cache.folder.parent / "gains"
-    return Session(routine, timeline, Rendering(timeline, cache, tones, gain_cache=gains))
+    return Session(routine, timeline, Rendering(timeline, cache, tones))
 
 
 def _spoken(script: Script) -> list[str]:

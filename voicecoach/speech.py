@@ -10,19 +10,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import io
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from . import SAMPLE_RATE
 from .errors import AudioError, UsageError
-from .loudness import integrated_loudness, limit
+from .loudness import bin_energies, gated_loudness, limit, step_samples, steps_from_bins
 
 SPEECH_LUFS = -19.0
 """Every phrase is levelled to this loudness, so the voice is even from line to line."""
@@ -31,7 +30,7 @@ PEAK_CEILING = 10 ** (-2.5 / 20)
 """Phrase peaks stay below -2.5 dBFS, leaving room for the session's final level."""
 LIMIT_WINDOW_S = 0.005
 EDGE_S = 0.01
-PROCESSING_VERSION = "3"
+PROCESSING_VERSION = "4"
 """Part of every cache key: bump it when trimming or levelling changes."""
 DEFAULT_RATE_WPM = 160
 NO_ESPEAK = "no text-to-speech engine: install espeak-ng (on Debian: apt-get install espeak-ng)"
@@ -56,26 +55,27 @@ def _level(samples: np.ndarray) -> np.ndarray:
     espeak-ng's peaks stand 16 dB or more above its loudness: scaling a whole phrase
     down for one plosive would leave it quieter than the rest, so peaks are limited.
     """
+    samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0:
-        return samples.astype(np.float32)
+        return samples
     loud = np.flatnonzero(np.abs(samples) > 10 ** (SILENCE_DBFS / 20))
     if loud.size == 0:
         return np.zeros(0, np.float32)
     edge = int(EDGE_S * SAMPLE_RATE)
-    samples = samples[max(0, loud[0] - edge): loud[-1] + edge].astype(np.float64)
-    block = max(samples.size, int(0.4 * SAMPLE_RATE) + 1)  # at least one gating block
-    padded = np.zeros(block)
-    padded[: samples.size] = samples
-    loudness = integrated_loudness(padded, SAMPLE_RATE)
+    samples = samples[max(0, loud[0] - edge): loud[-1] + edge]
+    step = step_samples(SAMPLE_RATE)
+    loudness = gated_loudness(steps_from_bins(bin_energies(samples, SAMPLE_RATE)), step)
     if np.isfinite(loudness):
         window = int(LIMIT_WINDOW_S * SAMPLE_RATE)
-        levelled = samples * 10 ** ((SPEECH_LUFS - loudness) / 20)
+        levelled = samples * np.float32(10 ** ((SPEECH_LUFS - loudness) / 20))
         limited = limit(levelled, PEAK_CEILING, window)
         # Limiting takes up to a dB off a peaky phrase. Its energy ratio tells how much,
         # without a second loudness measurement (the costly part of a cold export).
-        lost = float(np.sum(limited**2) / max(float(np.sum(levelled**2)), 1e-30))
-        samples = limit(levelled / np.sqrt(lost), PEAK_CEILING, window) if lost < 1 else limited
-    return samples.astype(np.float32)
+        if limited is not levelled:
+            lost = float(np.dot(limited, limited)) / max(float(np.dot(levelled, levelled)), 1e-30)
+            limited = limit(levelled * np.float32(1 / np.sqrt(lost)), PEAK_CEILING, window)
+        samples = limited
+    return samples.astype(np.float32, copy=False)
 
 
 class Espeak:
@@ -178,6 +178,7 @@ class PhraseCache:
         self.on_synthesized: Callable[[int], None] | None = None
         """Told of each phrase made: a progress display's update."""
         self._lengths: dict[str, int] = {}
+        self._energies: dict[str, np.ndarray] = {}
 
     def path(self, text: str) -> Path:
         digest = hashlib.sha256(f"{self.synthesizer.key}\n{text}".encode()).hexdigest()
@@ -190,21 +191,37 @@ class PhraseCache:
             return samples
         except (FileNotFoundError, ValueError, OSError):
             pass
-        samples = self.synthesizer.synthesize(text)
+        samples = self.synthesizer.synthesize(text).astype(np.float32, copy=False)
         self.synthesized += 1
         if self.on_synthesized is not None:
             self.on_synthesized(1)
-        buffer = io.BytesIO()
-        np.save(buffer, samples.astype(np.float32))
         # The first process to store a phrase wins and every process then uses its copy:
         # espeak-ng's output can differ by a few samples from run to run, and a timeline
         # must be rendered from the very phrases it was scheduled with.
-        store_atomically(path, buffer.getvalue(), replace=False)
+        store_atomically(path, lambda f: np.save(f, samples), replace=False)
         try:
             stored: np.ndarray = np.load(path, mmap_mode="r")
-            return stored
         except (OSError, ValueError):  # an unwritable cache: use our own
             return samples
+        if np.array_equal(stored, samples):  # ours won: its energies are at hand
+            self._energies[text] = bin_energies(samples, SAMPLE_RATE)
+            store_atomically(self._energies_path(path), lambda f: np.save(f, self._energies[text]))
+        return stored
+
+    def _energies_path(self, path: Path) -> Path:
+        return path.with_name(path.name[: -len(".npy")] + ".k.npy")
+
+    def energies(self, text: str) -> np.ndarray:
+        """The phrase's K-weighted energy per 20 ms bin (loudness.bin_energies), cached
+        beside it: what a session's loudness is measured from without rendering it."""
+        if text not in self._energies:
+            path = self._energies_path(self.path(text))
+            try:
+                self._energies[text] = np.load(path)
+            except (FileNotFoundError, ValueError, OSError):
+                self._energies[text] = bin_energies(self.get(text), SAMPLE_RATE)
+                store_atomically(path, lambda f: np.save(f, self._energies[text]))
+        return self._energies[text]
 
     def missing(self, texts: list[str]) -> int:
         """How many distinct phrases are not cached yet."""
@@ -216,16 +233,21 @@ class PhraseCache:
         return self._lengths[text]
 
 
-def store_atomically(path: Path, data: bytes, *, replace: bool = True) -> None:
+def store_atomically(path: Path, data: bytes | Callable[[BinaryIO], object], *,
+                     replace: bool = True) -> None:
     """A cache write: whole or not at all, so a process sharing the cache never reads half
-    a file; with replace=False an existing file is kept. An unwritable cache costs speed,
-    not correctness, so failures pass."""
+    a file; with replace=False an existing file is kept. `data` is the bytes, or writes
+    them to the open file. An unwritable cache costs speed, not correctness, so failures
+    pass."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".part-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                if isinstance(data, bytes):
+                    f.write(data)
+                else:
+                    data(f)
             if replace:
                 os.replace(tmp, path)
             else:

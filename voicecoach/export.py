@@ -17,10 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import mutagen
-import mutagen.flac
-import mutagen.id3
-import mutagen.oggvorbis
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
@@ -100,16 +96,6 @@ _ENCODINGS: dict[str, _Encoding] = {
     # samples later. The VBR header frame is always big enough.
     "MP3": _Encoding("MPEG_LAYER_III", compression_level=0.2, bitrate_mode="VARIABLE"),
 }
-
-# mutagen ships py.typed but leaves these constructors unannotated; name them Any once
-# here rather than silencing mypy at every call.
-_ID3: Any = mutagen.id3.ID3
-_CHAP: Any = mutagen.id3.CHAP
-_CTOC: Any = mutagen.id3.CTOC
-_TIT2: Any = mutagen.id3.TIT2
-_TPE1: Any = mutagen.id3.TPE1
-_FLAC: Any = mutagen.flac.FLAC
-_OGG_VORBIS: Any = mutagen.oggvorbis.OggVorbis
 
 _EXTENSIONS_HINT = "use .wav, .flac, .ogg or .mp3"
 
@@ -232,6 +218,14 @@ def _check_chapters(chapters: Sequence[Chapter], total_samples: int) -> None:
         previous_start = chapter.start_sample
 
 
+def _to_pcm16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
+    """Float in [-1, 1] to 16-bit PCM as libsndfile does it (times 32767, rounded), clipped."""
+    scaled = samples * np.float32(32767)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype(np.int16)
+
+
 def _encode(
     temp_path: Path,
     format_name: str,
@@ -269,7 +263,9 @@ def _encode(
             written_samples += len(samples)
             if written_samples > total_samples:
                 raise ValueError(f"chunks run past total_samples={total_samples}")
-            sound_file.write(samples if channels == 1 else np.column_stack((samples, samples)))
+            # numpy converts to 16 bits in a third of libsndfile's time
+            out: npt.NDArray[Any] = _to_pcm16(samples) if encoding.subtype == "PCM_16" else samples
+            sound_file.write(out if channels == 1 else np.column_stack((out, out)))
             if progress is not None:
                 progress(len(samples))
     if written_samples != total_samples:
@@ -280,7 +276,11 @@ def _tag_mp3(
     temp_path: Path, title: str, artist: str, chapters: Sequence[Chapter], sample_rate: int
 ) -> None:
     """ID3v2.4 with CHAP frames and one ordered top-level CTOC, as podcast players read."""
-    tags = _ID3()
+    import mutagen.id3
+
+    id3: Any = mutagen.id3  # py.typed, but its constructors are unannotated
+    _CHAP, _CTOC, _TIT2, _TPE1 = id3.CHAP, id3.CTOC, id3.TIT2, id3.TPE1
+    tags = id3.ID3()
     if title:
         tags.add(_TIT2(encoding=3, text=[title]))
     if artist:
@@ -290,7 +290,7 @@ def _tag_mp3(
         tags.add(
             _CTOC(
                 element_id="toc",
-                flags=mutagen.id3.CTOCFlags.TOP_LEVEL | mutagen.id3.CTOCFlags.ORDERED,
+                flags=id3.CTOCFlags.TOP_LEVEL | id3.CTOCFlags.ORDERED,
                 child_element_ids=element_ids,
                 sub_frames=[],
             )
@@ -316,7 +316,11 @@ def _tag_vorbis_comments(
     sample_rate: int,
 ) -> None:
     """Vorbis comments, chapters as CHAPTERnnn / CHAPTERnnnNAME (the Matroska convention)."""
-    audio = _FLAC(temp_path) if format_name == "FLAC" else _OGG_VORBIS(temp_path)
+    import mutagen.flac
+    import mutagen.oggvorbis
+
+    kind: Any = mutagen.flac.FLAC if format_name == "FLAC" else mutagen.oggvorbis.OggVorbis
+    audio = kind(temp_path)
     if audio.tags is None:
         audio.add_tags()
     tags = audio.tags
@@ -328,6 +332,23 @@ def _tag_vorbis_comments(
         tags[f"CHAPTER{number:03d}"] = [_clock(_ms(chapter.start_sample, sample_rate))]
         tags[f"CHAPTER{number:03d}NAME"] = [chapter.title]
     audio.save()
+
+
+class _TagError(Exception):
+    """mutagen could not tag the file (mutagen is imported only to tag, never for WAV)."""
+
+
+def _tag(temp_path: Path, format_name: str, title: str, artist: str,
+         chapters: Sequence[Chapter], sample_rate: int) -> None:
+    import mutagen
+
+    try:
+        if format_name == "MP3":
+            _tag_mp3(temp_path, title, artist, chapters, sample_rate)
+        elif format_name in ("OGG", "FLAC"):
+            _tag_vorbis_comments(temp_path, format_name, title, artist, chapters, sample_rate)
+    except mutagen.MutagenError as error:
+        raise _TagError(str(error)) from error
 
 
 def write_audio(
@@ -367,14 +388,12 @@ def write_audio(
                 artist=artist,
                 progress=progress,
             )
-            if format_name == "MP3":
-                _tag_mp3(temp_path, title, artist, chapters, sample_rate)
-            elif format_name in ("OGG", "FLAC"):
-                _tag_vorbis_comments(temp_path, format_name, title, artist, chapters, sample_rate)
+            if format_name != "WAV":
+                _tag(temp_path, format_name, title, artist, chapters, sample_rate)
             # A short write (a full disk) is only logged by libsndfile's MP3 encoder, so
             # check the finished file decodes to the full length before it replaces anything.
             decoded_samples = sf.info(str(temp_path)).frames
-        except (sf.LibsndfileError, mutagen.MutagenError) as error:
+        except (sf.LibsndfileError, _TagError) as error:
             raise AudioError(f"cannot write '{path}': {error}") from error
         if decoded_samples != total_samples:
             raise AudioError(

@@ -103,11 +103,11 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _scan(text: str, doc: _Doc) -> bool:
+def _scan(text: str, doc: _Doc, loader_class: type[yaml.SafeLoader]) -> bool:
     """Refuse anchors, aliases, deep nesting and multiple documents before composing."""
     depth = 0
     documents = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=loader_class):
         mark = event.start_mark
         where = Where(doc.file, mark.line + 1, mark.column + 1, "") if mark else Where(doc.file, 1, 1, "")
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
@@ -429,22 +429,36 @@ def _finite(data: Any, path: Key, doc: _Doc) -> None:
             _finite(v, path + (i,), doc)
 
 
-def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Routine:
-    """Parse and check a routine; raise RoutineError with every problem found."""
-    doc = _Doc(file)
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
-        raise RoutineError([Problem(file, 1, 1, "", f"file is larger than {MAX_BYTES // 1024} KiB")])
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser where PyYAML was built with it: 8 times faster on our routines. A
+file it refuses is parsed again by the pure-Python one, whose messages we report."""
+
+
+def _parse(text: str, doc: _Doc, loader_class: type[yaml.SafeLoader]) -> Any:
+    if not _scan(text, doc, loader_class):
+        raise RoutineError(doc.problems)
+    loader = loader_class(text)
     try:
-        if not _scan(text, doc):
-            raise RoutineError(doc.problems)
-        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise RoutineError([Problem(doc.file, 1, 1, "", "the file is empty: expected a routine")])
+        return doc.build(node, (), loader)
+    finally:
+        loader.dispose()
+
+
+def _yaml_data(text: str, doc: _Doc) -> Any:
+    file = doc.file
+    try:
         try:
-            node = loader.get_single_node()
-            if node is None:
-                raise RoutineError([Problem(file, 1, 1, "", "the file is empty: expected a routine")])
-            data = doc.build(node, (), loader)
-        finally:
-            loader.dispose()
+            return _parse(text, doc, _FAST_LOADER)
+        except yaml.YAMLError:
+            if _FAST_LOADER is yaml.SafeLoader:
+                raise
+            fresh = _Doc(file)
+            data = _parse(text, fresh, yaml.SafeLoader)
+            doc.__dict__.update(fresh.__dict__)
+            return data
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -453,10 +467,41 @@ def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Ro
         raise RoutineError([Problem(file, 1, 1, "", f"invalid YAML: {e}")]) from None
     except (ValueError, OverflowError, RecursionError) as e:  # odd scalars, e.g. huge timestamps
         raise RoutineError([Problem(file, 1, 1, "", f"invalid YAML: {e}")]) from None
+
+
+def _schema_marker(text: str) -> Path | None:
+    """Where a text that passed the schema is remembered, keyed by the text, the schema
+    and PyYAML's version: jsonschema (and its import) is the costliest part of loading a
+    routine, and a routine is exported again and again unchanged."""
+    import hashlib
+    import json
+
+    from .cache import cache_dir
+
+    try:
+        folder = cache_dir() / "checked"
+    except Exception:  # no home directory to keep a cache in: check every time
+        return None
+    key = json.dumps([yaml.__version__, SCHEMA, text], sort_keys=True)
+    return folder / f"{hashlib.sha256(key.encode()).hexdigest()}.ok"
+
+
+def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Routine:
+    """Parse and check a routine; raise RoutineError with every problem found."""
+    doc = _Doc(file)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise RoutineError([Problem(file, 1, 1, "", f"file is larger than {MAX_BYTES // 1024} KiB")])
+    data = _yaml_data(text, doc)
     if not isinstance(data, dict):
         raise RoutineError([Problem(file, 1, 1, "", f"expected a mapping of routine keys, got {_show(data)}")])
     _finite(data, (), doc)
-    _schema_problems(data, doc)
+    marker = _schema_marker(text) if not doc.problems else None
+    if marker is None or not marker.exists():
+        _schema_problems(data, doc)
+        if marker is not None and not doc.problems:
+            from .cache import store_atomically
+
+            store_atomically(marker, b"")
     if doc.problems:
         raise RoutineError(sorted(doc.problems, key=lambda p: (p.line, p.column)))
     routine = _Builder(data, doc).routine(routine_id)

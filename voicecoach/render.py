@@ -130,27 +130,38 @@ class Rendering:
         step = step_samples(rate)
         bin_size = bin_samples(rate)
         steps = self.total_samples // step  # whole steps only, as a streaming meter counts
-        step_energies = np.zeros(steps + 1)
-        peaks: dict[tuple[str, str], float] = {}
+        step_energies = np.zeros(steps)
+        sounds: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
         peak = cluster_peak = 0.0
         cluster_end = -1
         for index, event in enumerate(self.timeline.events):
-            first, offset = divmod(event.start, bin_size)
-            energies = self._energies(index)[: max(0, steps * BINS_PER_STEP - first)]
-            if energies.size:
-                share = offset / bin_size
-                at = np.arange(first, first + energies.shape[0])
-                step_energies += np.bincount(at // BINS_PER_STEP, (1.0 - share) * energies,
-                                             minlength=steps + 1)[: steps + 1]
-                step_energies += np.bincount((at + 1) // BINS_PER_STEP, share * energies,
-                                             minlength=steps + 1)[: steps + 1]
             key = (event.kind, event.value)
-            if key not in peaks:
-                peaks[key] = float(np.max(np.abs(self._samples(index)), initial=0.0))
-            cluster_peak = cluster_peak + peaks[key] if event.start < cluster_end else peaks[key]
+            if key not in sounds:
+                sounds[key] = self._sound_summary(index)
+            cumulative, sound_peak = sounds[key]
+            first, offset = divmod(event.start, bin_size)
+            last = min(steps, (first + cumulative.shape[0] - 1) // BINS_PER_STEP + 1)
+            if first // BINS_PER_STEP < last:
+                # Sums of the sound's bins falling in each step it spans: bins at their own
+                # place, and (for the share that spills) one bin later.
+                bounds = np.arange(first // BINS_PER_STEP, last + 1) * BINS_PER_STEP - first
+                top = cumulative.shape[0] - 1
+                here = np.diff(cumulative[np.clip(bounds, 0, top)])
+                spilt = np.diff(cumulative[np.clip(bounds - 1, 0, top)])
+                share = offset / bin_size
+                step_energies[first // BINS_PER_STEP: last] += (1.0 - share) * here + share * spilt
+            cluster_peak = cluster_peak + sound_peak if event.start < cluster_end else sound_peak
             cluster_end = max(cluster_end, event.end) if event.start < cluster_end else event.end
             peak = max(peak, cluster_peak)
-        return gated_loudness(step_energies[:steps], step), peak
+        return gated_loudness(step_energies, step), peak
+
+    def _sound_summary(self, index: int) -> tuple[np.ndarray, float]:
+        """A sound's running sum of bin energies (from 0) and its peak."""
+        samples = self._samples(index)
+        cumulative = np.zeros(self._energies(index).shape[0] + 1)
+        np.cumsum(self._energies(index), dtype=np.float64, out=cumulative[1:])
+        peak = max(float(samples.max()), -float(samples.min())) if samples.size else 0.0
+        return cumulative, peak
 
     def chunks(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
         """Levelled float32 mono chunks from `start` to `end` (the end of the session)."""

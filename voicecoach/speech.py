@@ -7,19 +7,17 @@ cached on disk, so the schedule's times and the rendered audio agree to the samp
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from . import SAMPLE_RATE
+from .cache import cache_dir, store_atomically
 from .errors import AudioError, UsageError
 from .loudness import bin_energies, gated_loudness, limit, step_samples, steps_from_bins
 
@@ -154,15 +152,6 @@ class Espeak:
         return _level(samples) * np.float32(self.volume)
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("VOICECOACH_CACHE_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("voicecoach"))
-
-
 class PhraseCache:
     """Phrases on disk keyed by engine, voice, rate, volume and text.
 
@@ -231,30 +220,3 @@ class PhraseCache:
         if text not in self._lengths:
             self._lengths[text] = int(self.get(text).shape[0])
         return self._lengths[text]
-
-
-def store_atomically(path: Path, data: bytes | Callable[[BinaryIO], object], *,
-                     replace: bool = True) -> None:
-    """A cache write: whole or not at all, so a process sharing the cache never reads half
-    a file; with replace=False an existing file is kept. `data` is the bytes, or writes
-    them to the open file. An unwritable cache costs speed, not correctness, so failures
-    pass."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                if isinstance(data, bytes):
-                    f.write(data)
-                else:
-                    data(f)
-            if replace:
-                os.replace(tmp, path)
-            else:
-                with contextlib.suppress(FileExistsError):
-                    os.link(tmp, path)  # atomic, and never over another process's phrase
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    except OSError:
-        pass

@@ -196,8 +196,8 @@ def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: 
     assert peak == pytest.approx(float(np.max(np.abs(mix))), rel=1e-6)
 
 
-def test_phrase_energies_are_cached_beside_the_phrase_and_rebuilt_if_lost(tmp_path: Path) -> None:
-    from voicecoach.loudness import bin_energies
+def test_phrase_summaries_are_cached_beside_the_phrase_and_rebuilt_if_lost(tmp_path: Path) -> None:
+    from voicecoach.loudness import bin_energies, sound_summary
     from voicecoach.pipeline import phrase_cache
 
     cache = phrase_cache()
@@ -206,11 +206,14 @@ def test_phrase_energies_are_cached_beside_the_phrase_and_rebuilt_if_lost(tmp_pa
     samples = np.array(cache.get(text))
     stored = list(cache.folder.rglob("*.k.npy"))
     assert len(stored) == 1
-    assert np.array_equal(np.load(stored[0]), bin_energies(samples, SR))
+    summary = np.load(stored[0])
+    assert np.array_equal(summary, sound_summary(samples, SR))
+    assert summary[0] == pytest.approx(np.max(np.abs(samples)))
+    assert np.diff(summary[1:]) == pytest.approx(bin_energies(samples, SR), rel=1e-5)
     stored[0].unlink()
     again = phrase_cache()
     again.folder = cache.folder
-    assert np.array_equal(again.energies(text), bin_energies(samples, SR))
+    assert np.array_equal(again.summary(text), summary)
     assert stored[0].exists() and again.synthesized == 0
 
 

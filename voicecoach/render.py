@@ -5,7 +5,8 @@ phrase cache (memory-mapped) and the tone bank. One gain brings the session to t
 spoken-word target with peaks at or below -1 dBFS. It is measured (BS.1770, see
 loudness.py) without a pass over the audio: K-weighting is linear, so the session's
 K-weighted energy in each 100 ms step is the sum of its sounds' own, from their energies
-in 5-sample bins, cached with each phrase and laid at their starts. Play and export both read `Rendering.chunks`, so what is
+in 5-sample bins (loudness.sound_summary), cached with each phrase and laid at their
+starts. Play and export both read `Rendering.chunks`, so what is
 heard and what is written are the same samples.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .loudness import BINS_PER_STEP, bin_energies, bin_samples, gated_loudness, step_samples
+from .loudness import BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
 from .schedule import Timeline
 from .speech import PhraseCache
 
@@ -48,7 +49,7 @@ class ToneBank:
             digest.update(kind.encode() + np.ascontiguousarray(self._tones[kind]).tobytes())
         self.fingerprint = digest.hexdigest()
         """Changes whenever any tone's samples do."""
-        self._energies: dict[str, np.ndarray] = {}
+        self._summaries: dict[str, np.ndarray] = {}
 
     def __getitem__(self, kind: str) -> np.ndarray:
         return self._tones[kind]
@@ -56,11 +57,11 @@ class ToneBank:
     def length(self, kind: str) -> int:
         return int(self._tones[kind].shape[0])
 
-    def energies(self, kind: str, rate: int) -> np.ndarray:
-        """The tone's K-weighted energy per 5-sample bin, as PhraseCache.energies."""
-        if kind not in self._energies:
-            self._energies[kind] = bin_energies(self._tones[kind], rate)
-        return self._energies[kind]
+    def summary(self, kind: str, rate: int) -> np.ndarray:
+        """The tone's peak and K-weighted energies, as PhraseCache.summary."""
+        if kind not in self._summaries:
+            self._summaries[kind] = sound_summary(self._tones[kind], rate)
+        return self._summaries[kind]
 
 
 class Rendering:
@@ -110,11 +111,11 @@ class Rendering:
             self._gain = float(gain)
         return self._gain
 
-    def _energies(self, index: int) -> np.ndarray:
+    def _summary(self, index: int) -> np.ndarray:
         event = self.timeline.events[index]
         if event.kind == "speech":
-            return self.speech.energies(event.value)
-        return self.tones.energies(event.value, self.timeline.sample_rate)
+            return self.speech.summary(event.value)
+        return self.tones.summary(event.value, self.timeline.sample_rate)
 
     def loudness_and_peak(self) -> tuple[float, float]:
         """The unlevelled mix's integrated loudness (LUFS) and a bound on its peak.
@@ -124,44 +125,64 @@ class Rendering:
         its energy were even over its 5 samples: the one approximation, within 1e-5 LU
         of a meter run over the rendered mix. Where sounds overlap, their cross terms are
         left out of the loudness, and the peak bound adds their peaks, so the ceiling
-        holds whatever the timeline. Memory is one number per step, not per sample.
+        holds whatever the timeline. All events at once, in numpy; memory is a few
+        numbers per step, not per sample.
         """
         rate = self.timeline.sample_rate
         step = step_samples(rate)
         bin_size = bin_samples(rate)
         steps = self.total_samples // step  # whole steps only, as a streaming meter counts
-        step_energies = np.zeros(steps)
-        sounds: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
+        events = self.timeline.events
+        if not events or steps == 0:
+            return float("-inf"), 0.0
+        sound_of: dict[tuple[str, str], int] = {}
+        summaries: list[np.ndarray] = []
+        for index, event in enumerate(events):
+            if (event.kind, event.value) not in sound_of:
+                sound_of[(event.kind, event.value)] = len(summaries)
+                summaries.append(self._summary(index))
+        sound = np.array([sound_of[(e.kind, e.value)] for e in events])
+        peaks = np.array([s[0] for s in summaries])[sound]
+        # The running sums, end to end; an event's sums start at `base`, `top` bins long.
+        sums = np.concatenate([s[1:] for s in summaries])
+        lengths = np.array([s.shape[0] - 1 for s in summaries])
+        base = (np.cumsum(lengths) - lengths)[sound]
+        top = lengths[sound] - 1
+        first, offset = np.divmod(np.array([e.start for e in events]), bin_size)
+        share = offset / bin_size  # of each bin, what spills into the session's next bin
+        s0 = first // BINS_PER_STEP
+        s1 = np.minimum(steps, (first + top) // BINS_PER_STEP + 1)
+        live = s0 < s1
+        base, top, first, share, s0, s1 = (a[live] for a in (base, top, first, share, s0, s1))
+        # Each event's step bounds, as bin numbers of its own; the running sum there,
+        # both for a bin's own place and for the share that spills one bin later.
+        counts = s1 - s0 + 1
+        starts = np.cumsum(counts) - counts
+        at_step = np.arange(int(counts.sum())) - np.repeat(starts - s0, counts)
+        bound = at_step * BINS_PER_STEP - np.repeat(first, counts)
+        event_base, event_top = np.repeat(base, counts), np.repeat(top, counts)
+        here = sums[event_base + np.clip(bound, 0, event_top)]
+        spilt = sums[event_base + np.clip(bound - 1, 0, event_top)]
+        spill = np.repeat(share, counts)
+        running = (1.0 - spill) * here + spill * spilt
+        inside = np.ones(running.shape[0] - 1, dtype=bool)
+        inside[starts[1:] - 1] = False  # no difference across two events
+        step_energies = np.bincount(at_step[:-1][inside], np.diff(running)[inside], minlength=steps)
+        # Differences of running sums can round a hair below zero where there is no sound.
+        return gated_loudness(np.maximum(step_energies[:steps], 0.0), step), self._peak_bound(peaks)
+
+    def _peak_bound(self, peaks: np.ndarray) -> float:
+        """The loudest sound, or where sounds overlap the sum of their peaks."""
         peak = cluster_peak = 0.0
         cluster_end = -1
-        for index, event in enumerate(self.timeline.events):
-            key = (event.kind, event.value)
-            if key not in sounds:
-                sounds[key] = self._sound_summary(index)
-            cumulative, sound_peak = sounds[key]
-            first, offset = divmod(event.start, bin_size)
-            last = min(steps, (first + cumulative.shape[0] - 1) // BINS_PER_STEP + 1)
-            if first // BINS_PER_STEP < last:
-                # Sums of the sound's bins falling in each step it spans: bins at their own
-                # place, and (for the share that spills) one bin later.
-                bounds = np.arange(first // BINS_PER_STEP, last + 1) * BINS_PER_STEP - first
-                top = cumulative.shape[0] - 1
-                here = np.diff(cumulative[np.clip(bounds, 0, top)])
-                spilt = np.diff(cumulative[np.clip(bounds - 1, 0, top)])
-                share = offset / bin_size
-                step_energies[first // BINS_PER_STEP: last] += (1.0 - share) * here + share * spilt
-            cluster_peak = cluster_peak + sound_peak if event.start < cluster_end else sound_peak
-            cluster_end = max(cluster_end, event.end) if event.start < cluster_end else event.end
+        for event, sound_peak in zip(self.timeline.events, peaks.tolist(), strict=True):
+            if event.start < cluster_end:
+                cluster_peak += sound_peak
+                cluster_end = max(cluster_end, event.end)
+            else:
+                cluster_peak, cluster_end = sound_peak, event.end
             peak = max(peak, cluster_peak)
-        return gated_loudness(step_energies, step), peak
-
-    def _sound_summary(self, index: int) -> tuple[np.ndarray, float]:
-        """A sound's running sum of bin energies (from 0) and its peak."""
-        samples = self._samples(index)
-        cumulative = np.zeros(self._energies(index).shape[0] + 1)
-        np.cumsum(self._energies(index), dtype=np.float64, out=cumulative[1:])
-        peak = max(float(samples.max()), -float(samples.min())) if samples.size else 0.0
-        return cumulative, peak
+        return peak
 
     def chunks(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
         """Levelled float32 mono chunks from `start` to `end` (the end of the session)."""

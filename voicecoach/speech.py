@@ -19,7 +19,7 @@ import numpy as np
 from . import SAMPLE_RATE
 from .cache import cache_dir, store_atomically
 from .errors import AudioError, UsageError
-from .loudness import bin_energies, gated_loudness, limit, step_samples, steps_from_bins
+from .loudness import bin_energies, gated_loudness, limit, sound_summary, step_samples, steps_from_bins
 
 SPEECH_LUFS = -19.0
 """Every phrase is levelled to this loudness, so the voice is even from line to line."""
@@ -167,7 +167,7 @@ class PhraseCache:
         self.on_synthesized: Callable[[int], None] | None = None
         """Told of each phrase made: a progress display's update."""
         self._lengths: dict[str, int] = {}
-        self._energies: dict[str, np.ndarray] = {}
+        self._summaries: dict[str, np.ndarray] = {}
 
     def path(self, text: str) -> Path:
         digest = hashlib.sha256(f"{self.synthesizer.key}\n{text}".encode()).hexdigest()
@@ -192,25 +192,26 @@ class PhraseCache:
             stored: np.ndarray = np.load(path, mmap_mode="r")
         except (OSError, ValueError):  # an unwritable cache: use our own
             return samples
-        if np.array_equal(stored, samples):  # ours won: its energies are at hand
-            self._energies[text] = bin_energies(samples, SAMPLE_RATE)
-            store_atomically(self._energies_path(path), lambda f: np.save(f, self._energies[text]))
+        if np.array_equal(stored, samples):  # ours won: keep its summary too
+            self._summaries[text] = sound_summary(samples, SAMPLE_RATE)
+            store_atomically(self._summary_path(path), lambda f: np.save(f, self._summaries[text]))
         return stored
 
-    def _energies_path(self, path: Path) -> Path:
+    def _summary_path(self, path: Path) -> Path:
         return path.with_name(path.name[: -len(".npy")] + ".k.npy")
 
-    def energies(self, text: str) -> np.ndarray:
-        """The phrase's K-weighted energy per 20 ms bin (loudness.bin_energies), cached
-        beside it: what a session's loudness is measured from without rendering it."""
-        if text not in self._energies:
-            path = self._energies_path(self.path(text))
+    def summary(self, text: str) -> np.ndarray:
+        """The phrase's peak and K-weighted energies (loudness.sound_summary), cached beside
+        it: what a session's loudness is worked out from without rendering it. A pure
+        function of the stored phrase, so it is rebuilt from it if lost."""
+        if text not in self._summaries:
+            path = self._summary_path(self.path(text))
             try:
-                self._energies[text] = np.load(path)
+                self._summaries[text] = np.load(path)
             except (FileNotFoundError, ValueError, OSError):
-                self._energies[text] = bin_energies(self.get(text), SAMPLE_RATE)
-                store_atomically(path, lambda f: np.save(f, self._energies[text]))
-        return self._energies[text]
+                self._summaries[text] = sound_summary(self.get(text), SAMPLE_RATE)
+                store_atomically(path, lambda f: np.save(f, self._summaries[text]))
+        return self._summaries[text]
 
     def missing(self, texts: list[str]) -> int:
         """How many distinct phrases are not cached yet."""

@@ -20,6 +20,9 @@ Figures, per bundled routine (mid-back-knot in its default variation, upper-back
   (no dedupe), each loaded, laid with the shipped tone WAVs into one numpy array at the
   events' starts, written as one WAV (numpy + soundfile only);
 - cold / peer and warm / peer; targets <= 0.5x and <= 0.1x;
+- floor: the least a Python process can do for the same file (start, import numpy and
+  soundfile, write the session's length of silence as a 16-bit WAV), and floor / peer:
+  what bounds the warm export from below;
 - real-time factor of the warm export: session seconds / wall seconds; target >= 300x.
 
 And once:
@@ -28,8 +31,10 @@ And once:
   warm WAV export of mid-back-knot at --reps 10 and at --reps 300, and their ratio;
   target <= 1.3x (memory must not grow with the session);
 - `voicecoach --help` start-up time; target <= 0.15 s;
-- time from launch to first sound of `voicecoach play` (see `first_sound_latency`):
-  "n/a" until the play command exists.
+- time from launch to first sound of `voicecoach play` (see `first_sound_latency`).
+
+Children run with bytecode written and used, as on a person's machine
+(PYTHONDONTWRITEBYTECODE is dropped from their environment).
 
 Exit status: 0 when every figure was measured (pass or fail), 1 when a child failed,
 2 on bad usage. Temporary files live in one directory, removed at the end.
@@ -119,6 +124,24 @@ peak = float(np.abs(mix).max()) if mix.size else 0.0
 if peak > 0.89:
     mix *= np.float32(0.89 / peak)
 sf.write(out_path, mix, rate, subtype="PCM_16")
+"""
+
+
+# The floor: the least any Python process can do to give the same file (start, import
+# numpy and soundfile, write the session's length of silence as a 16-bit WAV). It bounds
+# the warm export from below; its ratio to the peer says how far 0.1x can be reached.
+FLOOR_SCRIPT = r"""
+import json
+import sys
+
+import numpy as np
+import soundfile as sf
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    timeline = json.load(f)
+rate = timeline["sample_rate"]
+sf.write(sys.argv[2], np.zeros(int(round(timeline["duration"] * rate)), np.int16), rate,
+         subtype="PCM_16")
 """
 
 
@@ -278,11 +301,16 @@ class Bench:
         self.args = args
         self.work = work
         self.vc = voicecoach_exe()
-        self.base_env = {k: v for k, v in os.environ.items() if k != "VOICECOACH_CACHE_DIR"}
+        # As on a person's machine: bytecode is written once and then used (some shells
+        # here set PYTHONDONTWRITEBYTECODE, which recompiles voicecoach on every run).
+        drop = ("VOICECOACH_CACHE_DIR", "PYTHONDONTWRITEBYTECODE")
+        self.base_env = {k: v for k, v in os.environ.items() if k not in drop}
         self.base_env["PYTHONUNBUFFERED"] = "1"
         self.warm_cache = work / "warm-cache"
         self.peer = work / "peer.py"
         self.peer.write_text(PEER_SCRIPT, encoding="utf-8")
+        self.floor = work / "floor.py"
+        self.floor.write_text(FLOOR_SCRIPT, encoding="utf-8")
         self.timelines: dict[str, dict[str, Any]] = {}
         self.errors: dict[str, str] = {}
         self.samples: dict[str, Samples] = {}
@@ -366,6 +394,16 @@ class Bench:
             out.unlink(missing_ok=True)
         self.record(f"{routine}:peer", child.seconds)
 
+    def floor_run(self, routine: str) -> None:
+        out = self.work / "floor.wav"
+        timeline = self.work / f"{routine}.timeline.json"
+        try:
+            child = run_child([sys.executable, self.floor, timeline, out], env=self.base_env,
+                              check_file=out)
+        finally:
+            out.unlink(missing_ok=True)
+        self.record(f"{routine}:floor", child.seconds)
+
     def memory(self, reps: int) -> None:
         child = self.export(MEMORY_ROUTINE, self.warm_cache, ["--reps", str(reps)])
         self.record(f"rss:{reps}", child.maxrss_kib)
@@ -383,6 +421,7 @@ class Bench:
                 self.attempt(f"{routine}:cold", functools.partial(self.cold, routine))
                 self.attempt(f"{routine}:warm", functools.partial(self.warm, routine))
                 self.attempt(f"{routine}:peer", functools.partial(self.peer_run, routine))
+                self.attempt(f"{routine}:floor", functools.partial(self.floor_run, routine))
         self.log(f"peak memory at --reps {' and '.join(map(str, MEMORY_REPS))} ...")
         for _ in range(runs):
             for reps in MEMORY_REPS:
@@ -412,6 +451,7 @@ class Bench:
                 ("cold", "cold export .wav"),
                 ("warm", "warm export .wav"),
                 ("peer", f"peer script ({spoken} espeak-ng calls)"),
+                ("floor", "floor: python + numpy writing that much silence"),
             ):
                 key = f"{routine}:{kind}"
                 s = self._get(key)
@@ -432,6 +472,9 @@ class Bench:
                     rows.append(
                         Row(f"{label}: {kind} / peer", ratio(r), f"<= {target:g}x", r <= target)
                     )
+            floor = found.get("floor")
+            if floor is not None and peer is not None:
+                rows.append(Row(f"{label}: floor / peer", ratio(floor.median / peer.median)))
             warm = found.get("warm")
             if warm is not None:
                 rtf = timeline["duration"] / warm.median

@@ -68,12 +68,13 @@ def _impulse_spectrum(rate: int) -> np.ndarray:
     return spectrum
 
 
-def k_filter(samples: np.ndarray, rate: int) -> np.ndarray:
-    """The K-weighted signal, float64, with the filter's tail: len + IMPULSE_SAMPLES - 1."""
+def k_filter(samples: np.ndarray, rate: int, length: int = 0) -> np.ndarray:
+    """The K-weighted signal, float32, with the filter's tail: len + IMPULSE_SAMPLES - 1
+    samples, zero-padded to `length` if that is longer."""
     spectrum = _impulse_spectrum(rate)
     block = FFT_SIZE - IMPULSE_SAMPLES + 1
     n = samples.shape[0]
-    out = np.zeros(n + IMPULSE_SAMPLES - 1)
+    out = np.zeros(max(length, n + IMPULSE_SAMPLES - 1), np.float32)
     x = np.asarray(samples, dtype=np.float32)
     for a in range(0, n, block):
         piece = x[a: a + block]
@@ -102,10 +103,9 @@ def bin_energies(samples: np.ndarray, rate: int) -> np.ndarray:
     """K-weighted energy (sum of squares) per bin from the sound's first sample, tail
     included; float32, a fifth of the sound's own size."""
     bin_size = bin_samples(rate)
-    filtered = k_filter(samples, rate)
-    padded = np.zeros(-(-filtered.shape[0] // bin_size) * bin_size)
-    padded[: filtered.shape[0]] = filtered
-    energies: np.ndarray = np.square(padded).reshape(-1, bin_size).sum(axis=1).astype(np.float32)
+    bins = -(-(samples.shape[0] + IMPULSE_SAMPLES - 1) // bin_size)
+    filtered = k_filter(samples, rate, bins * bin_size).reshape(bins, bin_size)
+    energies: np.ndarray = np.einsum("ij,ij->i", filtered, filtered)
     return energies
 
 
@@ -154,7 +154,7 @@ class LoudnessMeter:
         if not chunk.any() and not self._tail.any():
             self._add_silence(n)
             return
-        full = k_filter(chunk, self._rate)
+        full = k_filter(chunk, self._rate).astype(np.float64)
         full[: self._tail.size] += self._tail
         out, tail = full[:n], full[n:]
         self._tail = tail
@@ -200,6 +200,16 @@ def steps_from_bins(bins: np.ndarray, minimum_steps: int = 4) -> np.ndarray:
     return steps
 
 
+def _sliding_min(x: np.ndarray, k: int) -> np.ndarray:
+    """min(x[i:i+k]) for every i (van Herk / Gil-Werman: a few passes, whatever k is)."""
+    n = x.shape[0]
+    padded = np.concatenate([x, np.full(-n % k, np.inf)]).reshape(-1, k)
+    prefix = np.minimum.accumulate(padded, axis=1).ravel()
+    suffix = np.minimum.accumulate(padded[:, ::-1], axis=1)[:, ::-1].ravel()
+    out: np.ndarray = np.minimum(suffix[: n - k + 1], prefix[k - 1: n])
+    return out
+
+
 def limit(samples: np.ndarray, ceiling: float, window: int) -> np.ndarray:
     """A look-ahead peak limiter: smooth gain dips around the few samples over `ceiling`.
 
@@ -221,7 +231,7 @@ def limit(samples: np.ndarray, ceiling: float, window: int) -> np.ndarray:
         lo, hi = max(0, int(region[0]) - 2 * w), min(n, int(region[-1]) + 2 * w + 1)
         need = np.ones(hi - lo + 2 * w)  # sample i sits at need[i - lo + w]
         need[region - lo + w] = ceiling / np.abs(samples[region].astype(np.float64))
-        floor = np.lib.stride_tricks.sliding_window_view(need, 2 * w + 1).min(axis=1)
+        floor = _sliding_min(need, 2 * w + 1)
         dip = np.convolve(np.pad(floor, w, constant_values=1.0), kernel, mode="same")[w:-w]
         dip[dip > 1.0 - 1e-9] = 1.0
         out[lo:hi] = np.clip(out[lo:hi] * dip, -ceiling, ceiling)

@@ -77,16 +77,18 @@ def prepare(routine: Routine | str, variation: str | None = None,
     script = compile_routine(routine, variation, options)
     cache = cache or phrase_cache(voice)
     tones = ToneBank(routine.sounds, _base_dir(routine))
-    missing = cache.missing(_spoken(script)) if progress is not None else 0
+    texts = _spoken(script)
+    missing = cache.missing(texts) if progress is not None else 0
     if progress is not None and missing:
         with progress(missing, "Synthesizing speech") as update:
             cache.on_synthesized = update
             try:
-                timeline = schedule(script, cache.length, tones.length)
+                cache.prefetch(texts)
             finally:
                 cache.on_synthesized = None
     else:
-        timeline = schedule(script, cache.length, tones.length)
+        cache.prefetch(texts)
+    timeline = schedule(script, cache.length, tones.length)
     return Session(routine, timeline, Rendering(timeline, cache, tones))
 
 

@@ -221,6 +221,7 @@ def length_scale(rate_wpm: int, model_scale: float = 1.0) -> float:
 _loaded: dict[str, _PiperVoice] = {}
 """Loaded models by fingerprint: the same files under two paths load once."""
 _load_lock = threading.Lock()
+_synth_lock = threading.Lock()
 loads = 0
 """How many models this process has loaded: tests check that a warm cache loads none."""
 
@@ -273,7 +274,8 @@ class Piper:
         piper = importlib.import_module("piper")
         config = piper.SynthesisConfig(length_scale=self.length_scale, noise_scale=NOISE_SCALE,
                                        noise_w_scale=NOISE_W_SCALE, normalize_audio=False)
-        chunks = list(voice.synthesize(text, config))
+        with _synth_lock:  # the model already uses every core: one phrase at a time
+            chunks = list(voice.synthesize(text, config))
         parts = [np.asarray(c.audio_float_array, np.float32).reshape(-1) for c in chunks]
         if not parts or sum(p.size for p in parts) == 0:
             raise AudioError(f"piper produced no audio for {text!r}")

@@ -168,3 +168,50 @@ def test_fuzz_steps_compile_and_schedule_or_raise_our_error(step: dict) -> None:
         schedule(script, lambda text: 2000 + 10 * len(text), lambda kind: 4000)
     except VoicecoachError:
         pass
+
+
+def test_a_routine_that_passed_the_schema_is_not_checked_again(tmp_path: Path) -> None:
+    """The schema check (and jsonschema's import) is remembered per routine text; an edit,
+    or a routine that failed, is checked in full."""
+    import subprocess
+    import sys
+
+    from voicecoach.cache import cache_dir
+
+    text = (Path(__file__).parent / "cases" / "short.yaml").read_text(encoding="utf-8")
+    routine = tmp_path / "short.yaml"
+    routine.write_text(text, encoding="utf-8")
+    probe = ("import sys; from pathlib import Path; from voicecoach.load import load_file; "
+             f"load_file(Path({str(routine)!r})); print('jsonschema' in sys.modules)")
+
+    def imports_jsonschema() -> bool:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             check=True).stdout
+        return out.strip() == "True"
+
+    before = set((cache_dir() / "checked").glob("*.ok"))
+    assert imports_jsonschema()
+    assert len(set((cache_dir() / "checked").glob("*.ok")) - before) == 1
+    assert not imports_jsonschema()  # the same text again
+    routine.write_text(text.replace("title:", "titel:", 1), encoding="utf-8")
+    with pytest.raises(RoutineError, match="unknown key 'titel'"):
+        load_file(routine)
+    with pytest.raises(RoutineError, match="unknown key 'titel'"):  # never remembered
+        load_file(routine)
+    assert len(set((cache_dir() / "checked").glob("*.ok")) - before) == 1
+
+
+@pytest.mark.parametrize("text", ["title: [unclosed\n", "a: b\n c: d\n", "- x\ny: 1\n"])
+def test_yaml_errors_read_the_same_whichever_parser_found_them(text: str) -> None:
+    """libyaml parses on the fast path; what it refuses is reported in PyYAML's words."""
+    import yaml
+
+    with pytest.raises(RoutineError) as caught:
+        loads(text, "bad.yaml")
+    try:
+        list(yaml.parse(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        assert mark is not None
+        expected = f"bad.yaml:{mark.line + 1}:{mark.column + 1}: invalid YAML: {e.problem or e.context}"
+    assert str(caught.value).splitlines()[0].startswith(expected)

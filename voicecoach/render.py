@@ -64,6 +64,36 @@ class ToneBank:
         return self._summaries[kind]
 
 
+def _lay(sums: np.ndarray, starts: np.ndarray, bin_size: int, step_energies: np.ndarray) -> None:
+    """Add one sound's energy, played at each of `starts`, to the session's steps.
+
+    `sums` is the sound's running sum of bin energies from 0. For each play, the sum at
+    each step boundary (in the sound's own bins) is read, for the bins at their own place
+    and for the share of each that spills one bin later; their differences are the
+    energies per step.
+    """
+    steps = step_energies.shape[0]
+    top = sums.shape[0] - 1
+    first, offset = np.divmod(starts, bin_size)
+    share = offset / bin_size
+    s0 = first // BINS_PER_STEP
+    s1 = np.minimum(steps, (first + top) // BINS_PER_STEP + 1)
+    live = s0 < s1
+    first, share, s0, s1 = first[live], share[live], s0[live], s1[live]
+    if not first.size:
+        return
+    counts = s1 - s0 + 1
+    begins = np.cumsum(counts) - counts
+    at_step = np.arange(int(counts.sum())) - np.repeat(begins - s0, counts)
+    bound = at_step * BINS_PER_STEP - np.repeat(first, counts)
+    spill = np.repeat(share, counts)
+    running = ((1.0 - spill) * sums[np.clip(bound, 0, top)]
+               + spill * sums[np.clip(bound - 1, 0, top)])
+    inside = np.ones(running.shape[0] - 1, dtype=bool)
+    inside[begins[1:] - 1] = False  # no difference across two plays
+    step_energies += np.bincount(at_step[:-1][inside], np.diff(running)[inside], minlength=steps)
+
+
 class Rendering:
     """A timeline's audio, produced on demand in chunks from any sample position."""
 
@@ -135,41 +165,19 @@ class Rendering:
         events = self.timeline.events
         if not events or steps == 0:
             return float("-inf"), 0.0
-        sound_of: dict[tuple[str, str], int] = {}
-        summaries: list[np.ndarray] = []
+        by_sound: dict[tuple[str, str], list[int]] = {}
         for index, event in enumerate(events):
-            if (event.kind, event.value) not in sound_of:
-                sound_of[(event.kind, event.value)] = len(summaries)
-                summaries.append(self._summary(index))
-        sound = np.array([sound_of[(e.kind, e.value)] for e in events])
-        peaks = np.array([s[0] for s in summaries])[sound]
-        # The running sums, end to end; an event's sums start at `base`, `top` bins long.
-        sums = np.concatenate([s[1:] for s in summaries])
-        lengths = np.array([s.shape[0] - 1 for s in summaries])
-        base = (np.cumsum(lengths) - lengths)[sound]
-        top = lengths[sound] - 1
-        first, offset = np.divmod(np.array([e.start for e in events]), bin_size)
-        share = offset / bin_size  # of each bin, what spills into the session's next bin
-        s0 = first // BINS_PER_STEP
-        s1 = np.minimum(steps, (first + top) // BINS_PER_STEP + 1)
-        live = s0 < s1
-        base, top, first, share, s0, s1 = (a[live] for a in (base, top, first, share, s0, s1))
-        # Each event's step bounds, as bin numbers of its own; the running sum there,
-        # both for a bin's own place and for the share that spills one bin later.
-        counts = s1 - s0 + 1
-        starts = np.cumsum(counts) - counts
-        at_step = np.arange(int(counts.sum())) - np.repeat(starts - s0, counts)
-        bound = at_step * BINS_PER_STEP - np.repeat(first, counts)
-        event_base, event_top = np.repeat(base, counts), np.repeat(top, counts)
-        here = sums[event_base + np.clip(bound, 0, event_top)]
-        spilt = sums[event_base + np.clip(bound - 1, 0, event_top)]
-        spill = np.repeat(share, counts)
-        running = (1.0 - spill) * here + spill * spilt
-        inside = np.ones(running.shape[0] - 1, dtype=bool)
-        inside[starts[1:] - 1] = False  # no difference across two events
-        step_energies = np.bincount(at_step[:-1][inside], np.diff(running)[inside], minlength=steps)
+            by_sound.setdefault((event.kind, event.value), []).append(index)
+        starts = np.array([e.start for e in events])
+        peaks = np.zeros(len(events))
+        step_energies = np.zeros(steps)
+        for indices in by_sound.values():  # one sound's summary in memory at a time
+            summary = self._summary(indices[0])
+            at = np.array(indices)
+            peaks[at] = summary[0]
+            _lay(summary[1:], starts[at], bin_size, step_energies)
         # Differences of running sums can round a hair below zero where there is no sound.
-        return gated_loudness(np.maximum(step_energies[:steps], 0.0), step), self._peak_bound(peaks)
+        return gated_loudness(np.maximum(step_energies, 0.0), step), self._peak_bound(peaks)
 
     def _peak_bound(self, peaks: np.ndarray) -> float:
         """The loudest sound, or where sounds overlap the sum of their peaks."""

@@ -173,7 +173,6 @@ class PhraseCache:
         self.on_synthesized: Callable[[int], None] | None = None
         """Told of each phrase made: a progress display's update."""
         self._lengths: dict[str, int] = {}
-        self._summaries: dict[str, np.ndarray] = {}
         self._count_lock = threading.Lock()
 
     def path(self, text: str) -> Path:
@@ -201,8 +200,8 @@ class PhraseCache:
         except (OSError, ValueError):  # an unwritable cache: use our own
             return samples
         if np.array_equal(stored, samples):  # ours won: keep its summary too
-            self._summaries[text] = sound_summary(samples, SAMPLE_RATE)
-            store_atomically(self._summary_path(path), lambda f: np.save(f, self._summaries[text]))
+            summary = sound_summary(samples, SAMPLE_RATE)
+            store_atomically(self._summary_path(path), lambda f: np.save(f, summary))
         return stored
 
     def _summary_path(self, path: Path) -> Path:
@@ -211,15 +210,16 @@ class PhraseCache:
     def summary(self, text: str) -> np.ndarray:
         """The phrase's peak and K-weighted energies (loudness.sound_summary), cached beside
         it: what a session's loudness is worked out from without rendering it. A pure
-        function of the stored phrase, so it is rebuilt from it if lost."""
-        if text not in self._summaries:
-            path = self._summary_path(self.path(text))
-            try:
-                self._summaries[text] = np.load(path)
-            except (FileNotFoundError, ValueError, OSError):
-                self._summaries[text] = sound_summary(self.get(text), SAMPLE_RATE)
-                store_atomically(path, lambda f: np.save(f, self._summaries[text]))
-        return self._summaries[text]
+        function of the stored phrase, so it is rebuilt from it if lost. Memory-mapped,
+        and not kept: a long session's many phrases never sit in memory together."""
+        path = self._summary_path(self.path(text))
+        try:
+            stored: np.ndarray = np.load(path, mmap_mode="r")
+            return stored
+        except (FileNotFoundError, ValueError, OSError):
+            summary = sound_summary(self.get(text), SAMPLE_RATE)
+            store_atomically(path, lambda f: np.save(f, summary))
+            return summary
 
     def prefetch(self, texts: Iterable[str]) -> None:
         """Make every phrase not cached yet, two at a time: while the engine speaks one

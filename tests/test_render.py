@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,47 @@ def test_limiter_holds_peaks_under_the_ceiling_without_clipping() -> None:
     ratio = np.where(np.abs(signal) > 0.05, out / np.where(signal == 0, 1, signal), np.nan)
     assert np.nanmax(np.abs(np.diff(ratio))) < 0.01  # the gain dips smoothly: no hard clip
     assert np.nanmin(ratio) < 0.75
+
+
+def test_the_exported_wav_holds_the_rendered_samples_to_the_least_bit(tmp_path: Path) -> None:
+    """The 16-bit conversion (numpy's, not libsndfile's) rounds the levelled chunks."""
+    from voicecoach.export import write_session
+
+    session = prepare(SHORT_ROUTINE)
+    path = tmp_path / "short.wav"
+    write_session(session, path)
+    written, rate = soundfile.read(path, dtype="int16")
+    assert rate == SR
+    rendered = np.concatenate(list(session.rendering.chunks()))
+    assert np.array_equal(written, np.rint(rendered * np.float32(32767)).astype(np.int16))
+    assert np.abs(written).max() > 10000  # speech, at its level, not silence
+
+
+@pytest.mark.parametrize(("n", "k"), [(10, 3), (221, 221), (1000, 221), (997, 7), (5, 1)])
+def test_sliding_minimum_is_the_minimum_of_every_window(n: int, k: int) -> None:
+    from voicecoach.loudness import _sliding_min
+
+    values = np.random.default_rng(n).random(n)
+    expected = np.lib.stride_tricks.sliding_window_view(values, k).min(axis=1)
+    assert np.array_equal(_sliding_min(values, k), expected)
+
+
+def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) -> None:
+    """What keeps a warm export quick: jsonschema only for a routine not checked before,
+    mutagen only to tag MP3/OGG/FLAC, scipy never."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "short.wav"
+    probe = (
+        "import sys\n"
+        "from voicecoach.cli import main\n"
+        f"sys.argv = ['voicecoach', 'export', {str(SHORT_ROUTINE)!r}, '-o', {str(out)!r}]\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('jsonschema', 'mutagen', 'scipy') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           env=env, check=True).stdout.splitlines()[-1] for _ in range(2)]
+    assert runs == ["['jsonschema']", "[]"]  # the first run checks the routine; later ones need not
+    assert out.exists()

@@ -141,3 +141,46 @@ def test_a_cold_cache_reports_each_phrase_it_makes(tmp_path: Path) -> None:
     seen.clear()
     prepare(SHORT, cache=cache, progress=progress)  # warm: nothing to show
     assert seen == []
+
+
+def test_phrases_made_two_at_a_time_are_whole_and_each_made_once(tmp_path: Path) -> None:
+    """prefetch runs the engine in one thread while another levels and stores: every
+    phrase comes out whole, once, as long as it comes out alone."""
+    texts = [f"Hold for {n} seconds, then breathe out." for n in range(3, 15)]
+    cache = phrase_cache()
+    cache.folder = tmp_path / "phrases"
+    cache.prefetch(texts + texts[:3])
+    assert cache.synthesized == len(texts)
+    alone = Espeak()
+    for text in texts:
+        stored = np.array(cache.get(text))
+        assert abs(stored.shape[0] - alone.synthesize(text).shape[0]) < 0.02 * SR, text
+        assert np.max(np.abs(stored)) > 0.3  # levelled speech, not silence or a fragment
+    assert cache.synthesized == len(texts)  # all read back from the cache
+
+
+def test_a_failing_phrase_stops_the_rest(tmp_path: Path) -> None:
+    """An engine error surfaces from prefetch, and the phrases not yet started are dropped."""
+    from voicecoach.errors import AudioError
+
+    class FailsOnThird:
+        key = "fails-on-third"
+
+        def __init__(self) -> None:
+            self.engine = Espeak()
+            self.calls = 0
+
+        def synthesize(self, text: str) -> np.ndarray:
+            self.calls += 1
+            if text == "three":
+                raise AudioError("no audio for 'three'")
+            return self.engine.synthesize(text)
+
+    from voicecoach.speech import PhraseCache
+
+    synthesizer = FailsOnThird()
+    cache = PhraseCache(synthesizer, tmp_path)
+    words = ["one", "two", "three"] + [f"word {n}" for n in range(40)]
+    with pytest.raises(AudioError, match="three"):
+        cache.prefetch(words)
+    assert synthesizer.calls < len(words)

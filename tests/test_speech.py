@@ -154,7 +154,9 @@ def test_phrases_made_two_at_a_time_are_whole_and_each_made_once(tmp_path: Path)
     alone = Espeak()
     for text in texts:
         stored = np.array(cache.get(text))
-        assert abs(stored.shape[0] - alone.synthesize(text).shape[0]) < 0.02 * SR, text
+        # espeak-ng's length drifts up to ~60 ms with what it said before; a lost or
+        # doubled buffer would be far more
+        assert abs(stored.shape[0] - alone.synthesize(text).shape[0]) < 0.08 * SR, text
         assert np.max(np.abs(stored)) > 0.3  # levelled speech, not silence or a fragment
     assert cache.synthesized == len(texts)  # all read back from the cache
 

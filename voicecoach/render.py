@@ -108,7 +108,7 @@ class Rendering:
         self._starts = [e.start for e in events]
         self._max_ends = list(accumulate((e.end for e in events), max))
         self._gain: float | None = None
-        self._phrase = functools.lru_cache(maxsize=32)(speech.get)
+        self._phrase = functools.lru_cache(maxsize=64)(speech.get)
 
     def _samples(self, index: int) -> np.ndarray:
         event = self.timeline.events[index]
@@ -200,3 +200,21 @@ class Rendering:
             chunk = self.mix(a, min(a + self.chunk_samples, end))
             chunk *= gain
             yield chunk
+
+    def pcm16_chunks(self) -> Iterator[np.ndarray]:
+        """The same samples as `chunks`, as 16-bit PCM (times 32767, rounded, as libsndfile
+        converts): for WAV and FLAC, converted in place, silent chunks never mixed."""
+        gain = np.float32(self.gain)
+        silence = np.zeros(self.chunk_samples, np.int16)
+        silence.flags.writeable = False
+        for a in range(0, self.total_samples, self.chunk_samples):
+            b = min(a + self.chunk_samples, self.total_samples)
+            if bisect.bisect_right(self._max_ends, a) >= bisect.bisect_left(self._starts, b):
+                yield silence[: b - a]  # no event reaches into [a, b)
+                continue
+            chunk = self.mix(a, b)
+            chunk *= gain  # exactly as `chunks` levels it, then to 16 bits
+            chunk *= np.float32(32767)
+            np.rint(chunk, out=chunk)
+            np.clip(chunk, -32768, 32767, out=chunk)
+            yield chunk.astype(np.int16)

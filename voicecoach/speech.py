@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import SAMPLE_RATE
-from .cache import cache_dir, store_atomically
+from .cache import cache_dir, load_vector, store_atomically
 from .errors import AudioError, UsageError
 from .loudness import bin_energies, gated_loudness, limit, sound_summary, step_samples, steps_from_bins
 
@@ -182,8 +182,7 @@ class PhraseCache:
     def get(self, text: str) -> np.ndarray:
         path = self.path(text)
         try:
-            samples: np.ndarray = np.load(path, mmap_mode="r")
-            return samples
+            return load_vector(path)
         except (FileNotFoundError, ValueError, OSError):
             pass
         samples = self.synthesizer.synthesize(text).astype(np.float32, copy=False)
@@ -196,7 +195,7 @@ class PhraseCache:
         # must be rendered from the very phrases it was scheduled with.
         store_atomically(path, lambda f: np.save(f, samples), replace=False)
         try:
-            stored: np.ndarray = np.load(path, mmap_mode="r")
+            stored = load_vector(path)
         except (OSError, ValueError):  # an unwritable cache: use our own
             return samples
         if np.array_equal(stored, samples):  # ours won: keep its summary too
@@ -214,8 +213,7 @@ class PhraseCache:
         and not kept: a long session's many phrases never sit in memory together."""
         path = self._summary_path(self.path(text))
         try:
-            stored: np.ndarray = np.load(path, mmap_mode="r")
-            return stored
+            return load_vector(path)
         except (FileNotFoundError, ValueError, OSError):
             summary = sound_summary(self.get(text), SAMPLE_RATE)
             store_atomically(path, lambda f: np.save(f, summary))

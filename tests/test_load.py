@@ -215,3 +215,35 @@ def test_yaml_errors_read_the_same_whichever_parser_found_them(text: str) -> Non
         assert mark is not None
         expected = f"bad.yaml:{mark.line + 1}:{mark.column + 1}: invalid YAML: {e.problem or e.context}"
     assert str(caught.value).splitlines()[0].startswith(expected)
+
+
+def test_the_bundled_routines_are_listed_as_checked_and_pass_the_schema() -> None:
+    """routines/checked.txt spares a first export the schema check of a shipped routine;
+    it must list exactly the routines as shipped, each valid."""
+    import jsonschema
+    import yaml
+
+    from voicecoach.load import CHECKED_MANIFEST, schema_key
+    from voicecoach.schema import SCHEMA
+
+    folder = Path(__file__).resolve().parent.parent / "voicecoach" / "routines"
+    listed = (folder / CHECKED_MANIFEST).read_text(encoding="utf-8")
+    expected = ""
+    for path in sorted(folder.glob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        jsonschema.validate(yaml.safe_load(text), SCHEMA)
+        expected += f"{schema_key(text)}  {path.name}\n"
+    assert listed == expected, "stale: run scripts/check_routines.py"
+
+
+def test_a_bundled_routine_loads_without_jsonschema(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    probe = ("import sys; from voicecoach.load import load; load('upper-back-knot'); "
+             "print('jsonschema' in sys.modules)")
+    env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "empty-cache")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert out.strip() == "False"

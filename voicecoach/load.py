@@ -8,6 +8,7 @@ depth are capped, and structure is checked against the JSON Schema the editors u
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 import string
@@ -469,21 +470,38 @@ def _yaml_data(text: str, doc: _Doc) -> Any:
         raise RoutineError([Problem(file, 1, 1, "", f"invalid YAML: {e}")]) from None
 
 
-def _schema_marker(text: str) -> Path | None:
-    """Where a text that passed the schema is remembered, keyed by the text, the schema
-    and PyYAML's version: jsonschema (and its import) is the costliest part of loading a
-    routine, and a routine is exported again and again unchanged."""
+CHECKED_MANIFEST = "checked.txt"
+"""Beside the bundled routines: the schema keys of the ones shipped, all checked when
+scripts/check_routines.py wrote it (a test fails if it goes stale)."""
+
+
+def schema_key(text: str) -> str:
+    """Names a routine text together with the schema it is checked against."""
     import hashlib
     import json
 
+    return hashlib.sha256(json.dumps([SCHEMA, text], sort_keys=True).encode()).hexdigest()
+
+
+@functools.cache
+def _bundled_checked() -> frozenset[str]:
+    try:
+        listing = resources.files("voicecoach.routines").joinpath(CHECKED_MANIFEST).read_text("utf-8")
+    except OSError:
+        return frozenset()
+    return frozenset(line.split()[0] for line in listing.splitlines() if line.strip())
+
+
+def _schema_marker(key: str) -> Path | None:
+    """Where a text that passed the schema is remembered: jsonschema (its import above all)
+    is the costliest part of loading a routine, and a routine is exported again and again
+    unchanged."""
     from .cache import cache_dir
 
     try:
-        folder = cache_dir() / "checked"
+        return cache_dir() / "checked" / f"{key}.ok"
     except Exception:  # no home directory to keep a cache in: check every time
         return None
-    key = json.dumps([yaml.__version__, SCHEMA, text], sort_keys=True)
-    return folder / f"{hashlib.sha256(key.encode()).hexdigest()}.ok"
 
 
 def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Routine:
@@ -495,8 +513,9 @@ def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Ro
     if not isinstance(data, dict):
         raise RoutineError([Problem(file, 1, 1, "", f"expected a mapping of routine keys, got {_show(data)}")])
     _finite(data, (), doc)
-    marker = _schema_marker(text) if not doc.problems else None
-    if marker is None or not marker.exists():
+    key = schema_key(text)
+    marker = _schema_marker(key) if not doc.problems else None
+    if key not in _bundled_checked() and (marker is None or not marker.exists()):
         _schema_problems(data, doc)
         if marker is not None and not doc.problems:
             from .cache import store_atomically

@@ -35,6 +35,7 @@ DEFAULT_RATE_WPM = 160
 NO_ESPEAK = "no text-to-speech engine: install espeak-ng (on Debian: apt-get install espeak-ng)"
 
 
+PREFETCH_THREADS = 2
 _ENGINE_LOCK = threading.Lock()
 """espeak-ng keeps its state in the library: one phrase is spoken at a time per process."""
 
@@ -230,7 +231,7 @@ class PhraseCache:
             return
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(2, thread_name_prefix="voicecoach-speech")
+        pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="voicecoach-speech")
         try:
             for _ in pool.map(self.get, todo):
                 pass

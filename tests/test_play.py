@@ -16,6 +16,7 @@ import soundfile
 
 from tests.pulse import PulseServer
 from voicecoach import SAMPLE_RATE
+from voicecoach.backends import DEVICE_LATENCY_S
 from voicecoach.history import sessions
 from voicecoach.pipeline import prepare
 
@@ -120,9 +121,11 @@ def test_keys_pause_skip_and_quit(pulse_server: PulseServer, tmp_path: Path) -> 
     entry = sessions()[0]
     assert (entry.ended, entry.stopped_at_step) == ("stopped", "Second")
     assert 4.0 < entry.played_s < 8.0  # about 7.5 s of wall time less the 1.5 s pause
-    # the pause: about 1.5 s of silence starting near the keypress
+    # the pause: silence from the keypress plus what the device already held
+    # (DEVICE_LATENCY_S, 0.3 s) until well into the 1.5 s pause
     at = int(recording.seconds_since_start(paused_at) * SR)
-    quiet = np.abs(recorded[at + SR // 5: at + SR]) < 1e-4
+    heard_by = at + int((DEVICE_LATENCY_S + 0.05) * SR)
+    quiet = np.abs(recorded[heard_by: at + int(1.2 * SR)]) < 1e-4
     assert quiet.all()
     # the skip: "Second" starts right after the keypress, as in the export
     skip = int(recording.seconds_since_start(skipped_at) * SR)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import math
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -138,7 +137,7 @@ def _create_temp_beside(path: Path) -> Path:
     the renamed file gets the same permissions as any other file the person writes.
     """
     while True:
-        temp_path = path.with_name(f".{path.name}.part-{secrets.token_hex(4)}")
+        temp_path = path.with_name(f".{path.name}.part-{os.urandom(4).hex()}")
         try:
             fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:

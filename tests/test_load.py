@@ -170,13 +170,16 @@ def test_fuzz_steps_compile_and_schedule_or_raise_our_error(step: dict) -> None:
         pass
 
 
-def test_a_routine_that_passed_the_schema_is_not_checked_again(tmp_path: Path) -> None:
+def test_a_routine_that_passed_the_schema_is_not_checked_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The schema check (and jsonschema's import) is remembered per routine text; an edit,
     or a routine that failed, is checked in full."""
     import subprocess
     import sys
 
     from voicecoach.cache import cache_dir
+
+    monkeypatch.setenv("VOICECOACH_CACHE_DIR", str(tmp_path / "cache"))  # nothing remembered yet
 
     text = (Path(__file__).parent / "cases" / "short.yaml").read_text(encoding="utf-8")
     routine = tmp_path / "short.yaml"

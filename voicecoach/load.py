@@ -59,6 +59,12 @@ class _Doc:
         self.key_marks: dict[Key, tuple[int, int]] = {}
         self.problems: list[Problem] = []
 
+    def forget(self) -> None:
+        """Drop every mark and problem, to build again from the start."""
+        self.marks.clear()
+        self.key_marks.clear()
+        self.problems.clear()
+
     def where(self, path: Key, *, key: bool = False) -> Where:
         marks = self.key_marks if key and path in self.key_marks else self.marks
         probe = path
@@ -456,10 +462,8 @@ def _yaml_data(text: str, doc: _Doc) -> Any:
         except yaml.YAMLError:
             if _FAST_LOADER is yaml.SafeLoader:
                 raise
-            fresh = _Doc(file)
-            data = _parse(text, fresh, yaml.SafeLoader)
-            doc.__dict__.update(fresh.__dict__)
-            return data
+            doc.forget()  # what the fast parser built before it gave up
+            return _parse(text, doc, yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)

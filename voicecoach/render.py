@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import hashlib
 from collections.abc import Iterator
 from itertools import accumulate
 from pathlib import Path
@@ -38,7 +37,6 @@ class ToneBank:
         from . import tones
 
         self._tones: dict[str, np.ndarray] = {}
-        digest = hashlib.sha256()
         for kind in tones.TONE_KINDS:
             own = (sounds or {}).get(kind)
             if own:
@@ -46,9 +44,6 @@ class ToneBank:
                 self._tones[kind] = tones.load_wav(path)
             else:
                 self._tones[kind] = tones.bundled(kind)
-            digest.update(kind.encode() + np.ascontiguousarray(self._tones[kind]).tobytes())
-        self.fingerprint = digest.hexdigest()
-        """Changes whenever any tone's samples do."""
         self._summaries: dict[str, np.ndarray] = {}
 
     def __getitem__(self, kind: str) -> np.ndarray:
@@ -200,21 +195,3 @@ class Rendering:
             chunk = self.mix(a, min(a + self.chunk_samples, end))
             chunk *= gain
             yield chunk
-
-    def pcm16_chunks(self) -> Iterator[np.ndarray]:
-        """The same samples as `chunks`, as 16-bit PCM (times 32767, rounded, as libsndfile
-        converts): for WAV and FLAC, converted in place, silent chunks never mixed."""
-        gain = np.float32(self.gain)
-        silence = np.zeros(self.chunk_samples, np.int16)
-        silence.flags.writeable = False
-        for a in range(0, self.total_samples, self.chunk_samples):
-            b = min(a + self.chunk_samples, self.total_samples)
-            if bisect.bisect_right(self._max_ends, a) >= bisect.bisect_left(self._starts, b):
-                yield silence[: b - a]  # no event reaches into [a, b)
-                continue
-            chunk = self.mix(a, b)
-            chunk *= gain  # exactly as `chunks` levels it, then to 16 bits
-            chunk *= np.float32(32767)
-            np.rint(chunk, out=chunk)
-            np.clip(chunk, -32768, 32767, out=chunk)
-            yield chunk.astype(np.int16)

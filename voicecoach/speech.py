@@ -159,6 +159,10 @@ class Espeak:
         return _level(samples) * np.float32(self.volume)
 
 
+def _summary_path(phrase_path: Path) -> Path:
+    return phrase_path.with_name(phrase_path.name[: -len(".npy")] + ".k.npy")
+
+
 class PhraseCache:
     """Phrases on disk keyed by engine, voice, rate, volume and text.
 
@@ -200,30 +204,30 @@ class PhraseCache:
         except (OSError, ValueError):  # an unwritable cache: use our own
             return samples
         if np.array_equal(stored, samples):  # ours won: keep its summary too
-            summary = sound_summary(samples, SAMPLE_RATE)
-            store_atomically(self._summary_path(path), lambda f: np.save(f, summary))
+            self._keep_summary(path, samples)
         return stored
 
-    def _summary_path(self, path: Path) -> Path:
-        return path.with_name(path.name[: -len(".npy")] + ".k.npy")
+    def _keep_summary(self, path: Path, samples: np.ndarray) -> np.ndarray:
+        """Work out the summary of the phrase stored at `path` and store it beside it."""
+        summary = sound_summary(samples, SAMPLE_RATE)
+        store_atomically(_summary_path(path), lambda f: np.save(f, summary))
+        return summary
 
     def summary(self, text: str) -> np.ndarray:
         """The phrase's peak and K-weighted energies (loudness.sound_summary), cached beside
         it: what a session's loudness is worked out from without rendering it. A pure
         function of the stored phrase, so it is rebuilt from it if lost. Memory-mapped,
         and not kept: a long session's many phrases never sit in memory together."""
-        path = self._summary_path(self.path(text))
+        path = self.path(text)
         try:
-            return load_vector(path)
+            return load_vector(_summary_path(path))
         except (FileNotFoundError, ValueError, OSError):
-            summary = sound_summary(self.get(text), SAMPLE_RATE)
-            store_atomically(path, lambda f: np.save(f, summary))
-            return summary
+            return self._keep_summary(path, self.get(text))
 
     def prefetch(self, texts: Iterable[str]) -> None:
         """Make every phrase not cached yet, two at a time: while the engine speaks one
         (ctypes lets go of the GIL), the one before is levelled and stored. On 2 cores
-        this took a cold export of upper-back-knot from 0.73 to 0.6 s."""
+        this made upper-back-knot's 50 phrases in 0.31 s instead of 0.42 s."""
         todo = [t for t in dict.fromkeys(texts) if not self.path(t).exists()]
         if len(todo) < 2:
             for text in todo:

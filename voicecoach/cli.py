@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_common import EXIT_INTERRUPTED, F, handled
+from .cli_common import EXIT_INTERRUPTED, F, handled, report, tell_adapted
 from .errors import VoicecoachError
 from .history_cli import history
 
@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from .play import Coach
 
 
+class FiniteRange(click.FloatRange):
+    """A number in a range; nan and inf are refused (a range check alone lets nan through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import math
+
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a number in the range {self._describe_range()}.", param, ctx)
+        return number
+
+
 def _session_options(f: F) -> F:
     """Options every command that builds a session shares."""
     decorators = [
@@ -30,7 +42,7 @@ def _session_options(f: F) -> F:
                      help="Which variation (default: the routine's default)."),
         click.option("--level", type=click.Choice(["low", "middle", "high"]), default="middle",
                      show_default=True, help="Where to sit in every range, e.g. a 20-30 s hold."),
-        click.option("--hold", "hold_s", type=click.FloatRange(1, 3600), metavar="SECONDS",
+        click.option("--hold", "hold_s", type=FiniteRange(1, 3600), metavar="SECONDS",
                      help="Make every step's hold this long."),
         click.option("--reps", type=click.IntRange(1, 1000), metavar="N",
                      help="Make every rep count this many."),
@@ -43,7 +55,7 @@ def _session_options(f: F) -> F:
                           "path to an .onnx model."),
         click.option("--rate", "rate_wpm", type=click.IntRange(80, 400), metavar="WPM",
                      help="Speaking rate in words per minute (default 160)."),
-        click.option("--volume", type=click.FloatRange(0.1, 1.0), default=1.0, show_default=True,
+        click.option("--volume", type=FiniteRange(0.1, 1.0), default=1.0, show_default=True,
                      help="Voice level against the tones, 0.1 to 1."),
     ]
     for decorator in reversed(decorators):
@@ -59,9 +71,11 @@ def _prepare(routine: str, variation: str | None, level: str, hold_s: float | No
 
     from .export import progress_bar
 
-    return prepare(routine, variation, Options(level, hold_s, reps),
-                   VoiceSettings(voice, rate_wpm, volume, engine),
-                   progress=progress_bar if progress else None)
+    session = prepare(routine, variation, Options(level, hold_s, reps),
+                      VoiceSettings(voice, rate_wpm, volume, engine),
+                      progress=progress_bar if progress else None)
+    tell_adapted(session.timeline.notices)
+    return session
 
 
 def _clock(seconds: float) -> str:
@@ -134,25 +148,28 @@ def show(routine: str, as_json: bool, **options: Any) -> None:
 def validate(files: tuple[Path, ...]) -> None:
     """Check routine FILES and report every problem in each.
 
+    Runs everything show, export and play run short of making sound, for every
+    variation at every level: if a file is ok here, they work on it.
+
     \b
     Example:
         voicecoach validate my-routine.yaml
     """
-    from .errors import RoutineError as Bad
+    from .export import progress_bar
     from .load import load_file
+    from .pipeline import check
 
     worst = 0
     for path in files:
         try:
-            load_file(path)
+            check(load_file(path), progress=progress_bar if sys.stderr.isatty() else None)
             click.echo(f"{path}: ok")
-        except Bad as e:
-            for problem in e.problems:
-                click.echo(str(problem), err=True)
-            worst = max(worst, e.exit_code)
         except VoicecoachError as e:
-            click.echo(f"Error: {e}", err=True)
+            report(e)
             worst = max(worst, e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
     sys.exit(worst)
 
 

@@ -11,8 +11,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import UsageError
+from .errors import RoutineError, UsageError
 from .model import Amount, Announce, Line, Phase, Range, Routine, Step, Where
+from .template import agree, fill
 
 LEVELS = ("low", "middle", "high")
 
@@ -61,6 +62,8 @@ class Mark:
     anchor: Literal["start", "end", "follow"]
     seconds: float = 0.0
     where: Where | None = None
+    optional: bool = False
+    """Words voicecoach adds itself ("Set 2 of 3 next."): left out where they do not fit."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Timed:
     seconds: float
     marks: tuple[Mark, ...] = ()
     where: Where | None = None
+    kind: Literal["hold", "phase", "rest"] = "phase"
+    """A hold or rest is timed exactly; a tempo phase is a movement, which may slow down
+    to fit its words when an option makes them longer."""
 
 
 Cue = Say | Tone | Wait | Chapter | Timed
@@ -104,7 +110,7 @@ class _Compiler:
     def line(self, line: Line, step: str, words: dict[str, str], label: str = "") -> None:
         text = line.for_variation(self.variation)
         if text:
-            self.cues.append(Say(text.format(**words), step, label))
+            self.cues.append(Say(fill(text, words), step, label))
 
     def lines(self, lines: tuple[Line, ...], step: str, words: dict[str, str], label: str = "") -> None:
         for line in lines:
@@ -117,15 +123,15 @@ class _Compiler:
             if a.kind in ("left", "after") and a.seconds >= seconds:
                 continue  # "ten seconds left" has no moment in an 8-second hold: it does not apply
             if a.kind == "halfway":
-                marks.append(Mark(Say(a.text.format(**words), step, label), "start", seconds / 2, a.where))
+                marks.append(Mark(Say(fill(a.text, words), step, label), "start", seconds / 2, a.where))
             elif a.kind == "after":
-                marks.append(Mark(Say(a.text.format(**words), step, label), "start", a.seconds, a.where))
+                marks.append(Mark(Say(fill(a.text, words), step, label), "start", a.seconds, a.where))
             elif a.kind == "left":
-                marks.append(Mark(Say(a.text.format(**words), step, label), "end", a.seconds, a.where))
+                marks.append(Mark(Say(fill(a.text, words), step, label), "end", a.seconds, a.where))
             else:
                 for tick in range(min(int(a.seconds), int(seconds) - 1), 0, -1):
                     marks.append(Mark(Tone("countdown", step, label), "end", float(tick), a.where))
-        self.cues.append(Timed(seconds, tuple(marks), where))
+        self.cues.append(Timed(seconds, tuple(marks), where, "hold"))
         self.cues.append(Tone("hold_end", step, label))
 
     def phases(self, phases: tuple[Phase, ...], step: str, words: dict[str, str],
@@ -133,33 +139,32 @@ class _Compiler:
         for phase in phases:
             if phase.arms:
                 if phase.say:
-                    self.cues.append(Say(phase.say.format(**words), step, label))
+                    self.cues.append(Say(fill(phase.say, words), step, label))
                 for i, arm in enumerate(phase.arms):
                     arm_words = {**words, "arm": arm}
                     arm_label = f"{label}, {arm} arm" if label else f"{arm} arm"
                     if i:
                         self.cues.append(Tone("switch", step, arm_label))
                         if phase.switch:
-                            self.cues.append(Say(phase.switch.format(**arm_words), step, arm_label))
+                            self.cues.append(Say(fill(phase.switch, arm_words), step, arm_label))
                     self.phases(phase.phases, step, arm_words, arm_label, count)
                     count = None
                 continue
             marks: list[Mark] = []
-            if count:
-                marks.append(Mark(Say(count, step, label), "start", 0.0, phase.where))
+            if phase.hold is not None:
+                marks.append(Mark(Tone("hold_start", step, label), "start", 0.0, phase.where))
+            if count:  # the rep's number first, then the phase's own words, each after the last
+                marks.append(Mark(Say(count, step, label), "follow" if marks else "start", 0.0, phase.where))
                 count = None
+            if phase.say:
+                marks.append(Mark(Say(fill(phase.say, words), step, label), "follow" if marks else "start",
+                                  0.0, phase.where))
             if phase.hold is not None:
                 seconds = resolve(phase.hold, self.options.level)
-                marks.insert(0, Mark(Tone("hold_start", step, label), "start", 0.0, phase.where))
-                if phase.say:
-                    marks.append(Mark(Say(phase.say.format(**words), step, label), "follow", 0.0, phase.where))
-                self.cues.append(Timed(seconds, tuple(marks), phase.where))
+                self.cues.append(Timed(seconds, tuple(marks), phase.where, "hold"))
                 self.cues.append(Tone("hold_end", step, label))
                 continue
             assert phase.seconds is not None
-            if phase.say:
-                anchor: Literal["start", "follow"] = "follow" if marks else "start"
-                marks.append(Mark(Say(phase.say.format(**words), step, label), anchor, 0.0, phase.where))
             self.cues.append(Timed(resolve(phase.seconds, self.options.level), tuple(marks), phase.where))
 
     def work(self, step: Step, words: dict[str, str], label: str) -> None:
@@ -199,9 +204,11 @@ class _Compiler:
                 if rest:
                     self.cues.append(Timed(rest, (
                         Mark(Tone("rest", name, set_label), "start", 0.0, step.where),
-                        Mark(Say(f"Rest for {_number(rest)} seconds.", name, set_label), "follow"),
-                        Mark(Say(f"Set {set_n} of {sets} next.", name, set_label), "end", 3.0),
-                    ), step.where))
+                        Mark(Say(f"Rest for {_number(rest)}{agree(_number(rest), ' seconds.')}", name,
+                                 set_label), "follow", optional=True),
+                        Mark(Say(f"Set {set_n} of {sets} next.", name, set_label), "end", 3.0,
+                             optional=True),
+                    ), step.where, "rest"))
                     self.cues.append(Tone("hold_end", name, set_label))
                 self.cues.append(Say(f"Set {set_n} of {sets}.", name, set_label))
             for side_i, side in enumerate(sides):
@@ -213,7 +220,7 @@ class _Compiler:
                     label = f"{set_label}, {side} side" if set_label else f"{side} side"
                 if side_i:
                     self.cues.append(Tone("switch", name, label))
-                    self.cues.append(Say(step.switch.format(**side_words), name, label))
+                    self.cues.append(Say(fill(step.switch, side_words), name, label))
                 self.lines(step.say, name, side_words, label)
                 for r in range(repeat):
                     if r:
@@ -258,10 +265,89 @@ def check_variation(routine: Routine, variation: str | None) -> str:
     return variation
 
 
+MAX_SESSION_S = 24 * 3600
+"""The longest session voicecoach makes: a day."""
+MAX_CUES = 200_000
+"""About 40 cues a minute for a whole day; more is a mistake, not a routine."""
+
+
+@dataclass(frozen=True)
+class Size:
+    """A lower bound on a session's length and its number of cues, from the routine alone."""
+
+    seconds: float = 0.0
+    cues: float = 0.0
+
+    def __add__(self, other: Size) -> Size:
+        return Size(self.seconds + other.seconds, self.cues + other.cues)
+
+    def __mul__(self, times: float) -> Size:
+        return Size(self.seconds * times, self.cues * times)
+
+    @property
+    def too_big(self) -> bool:
+        return self.seconds > MAX_SESSION_S or self.cues > MAX_CUES
+
+    def describe(self) -> str:
+        if self.seconds > MAX_SESSION_S:
+            return (f"at least {self.seconds / 3600:,.0f} hours long; a session may last at most "
+                    f"{MAX_SESSION_S // 3600} hours")
+        return f"{self.cues:,.0f} cues long; a session may have at most {MAX_CUES:,}"
+
+
+def _phases_size(phases: tuple[Phase, ...], level: str) -> Size:
+    size = Size()
+    for phase in phases:
+        if phase.arms:
+            size += _phases_size(phase.phases, level) * len(phase.arms) + Size(0, 2 * len(phase.arms))
+        else:
+            seconds = phase.hold if phase.hold is not None else phase.seconds
+            size += Size(resolve(seconds, level) if seconds is not None else 0.0, 4)
+    return size
+
+
+def step_size(step: Step, options: Options) -> Size:
+    """How long a step lasts at least, and how many cues it makes, without expanding it."""
+    level = options.level
+    work = Size()
+    if step.hold is not None:
+        hold = options.hold_s if options.hold_s is not None else resolve(step.hold, level)
+        work = Size(hold, 4 + len(step.during) + 10)
+    elif step.reps is not None:
+        reps = options.reps if options.reps is not None else resolve(step.reps, level)
+        work = _phases_size(step.tempo, level) * reps
+    repeat = resolve(step.repeat, level)
+    per_side = (work + Size(step.get_ready_s, len(step.between) + 1)) * repeat + Size(0, len(step.say) + 2)
+    sets = resolve(step.sets, level)
+    rest = resolve(step.rest_s, level) if step.rest_s is not None else 0.0
+    return per_side * (len(step.sides) or 1) * sets + Size(rest, 5) * (sets - 1) + Size(0, len(step.after))
+
+
+def _check_size(routine: Routine, variation: str, options: Options) -> None:
+    """Refuse a session too big to make before making any of it: `reps: 1000, sets: 1000`
+    in a few bytes would otherwise expand into billions of cues."""
+    steps = [s for s in routine.steps if s.only is None or variation in s.only]
+    if not sum((step_size(s, options) for s in steps), Size()).too_big:
+        return
+    plain = Options(options.level)
+    if options != plain and not sum((step_size(s, plain) for s in steps), Size()).too_big:
+        chosen = " ".join(f"--{k} {v:g}" for k, v in (("hold", options.hold_s), ("reps", options.reps))
+                          if v is not None)
+        total = sum((step_size(s, options) for s in steps), Size())
+        raise UsageError(f"{chosen} would make this session {total.describe()}")
+    worst = max(steps, key=lambda s: step_size(s, plain).seconds)
+    total = sum((step_size(s, plain) for s in steps), Size())
+    raise RoutineError([worst.where.problem(
+        f"at level {options.level}, the session would be {total.describe()}; "
+        "lower this step's reps, sets, repeat or hold")])
+
+
 def compile_routine(routine: Routine, variation: str | None = None,
                     options: Options | None = None) -> Script:
     """Routine + variation + options -> the flat script of cues."""
     options = options or Options()
     if options.level not in LEVELS:
         raise UsageError(f"unknown level '{options.level}': valid: {', '.join(LEVELS)}")
-    return _Compiler(routine, check_variation(routine, variation), options).run()
+    variation = check_variation(routine, variation)
+    _check_size(routine, variation, options)
+    return _Compiler(routine, variation, options).run()

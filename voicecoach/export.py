@@ -445,12 +445,16 @@ def _session(routine: Any, variation: str | None, options: dict[str, Any],
     from .compile import Options
     from .pipeline import VoiceSettings, prepare
 
-    return prepare(
+    from .cli_common import tell_adapted
+
+    session = prepare(
         routine, variation,
         Options(options["level"], options["hold_s"], options["reps"]),
         VoiceSettings(options["voice"], options["rate_wpm"], options["volume"], options["engine"]),
         progress=progress_bar if progress else None,
     )
+    tell_adapted(session.timeline.notices)
+    return session
 
 
 @contextmanager

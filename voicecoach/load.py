@@ -11,11 +11,10 @@ import difflib
 import functools
 import math
 import re
-import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -33,6 +32,7 @@ from .model import (
     Where,
 )
 from .schema import MAX_COUNT, MAX_SECONDS, SCHEMA
+from .template import problems as template_problems
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
@@ -40,6 +40,9 @@ IMPLICIT_VARIATION = Variation("standard", "Standard", default=True)
 _RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)\s*$")
 
 Key = tuple[str | int, ...]
+_T = TypeVar("_T")
+_ONCE: Amount = 1.0
+_NO_AMOUNT: Amount | None = None
 _SECONDS_KEYS = {"hold", "rest", "seconds", "get_ready", "left", "after"}
 
 
@@ -58,9 +61,12 @@ class _Doc:
         self.marks: dict[Key, tuple[int, int]] = {}
         self.key_marks: dict[Key, tuple[int, int]] = {}
         self.problems: list[Problem] = []
+        self.flow: set[Key] = set()
+        """Where a [...] list was written: its items split at every comma."""
 
     def forget(self) -> None:
         """Drop every mark and problem, to build again from the start."""
+        self.flow.clear()
         self.marks.clear()
         self.key_marks.clear()
         self.problems.clear()
@@ -92,6 +98,8 @@ class _Doc:
                 out[key] = self.build(value_node, path + (key,), loader)
             return out
         if isinstance(node, yaml.SequenceNode):
+            if node.flow_style:
+                self.flow.add(path)
             return [self.build(item, path + (i,), loader) for i, item in enumerate(node.value)]
         return loader.construct_object(node)
 
@@ -108,6 +116,13 @@ def _show(value: Any) -> str:
     if isinstance(value, list):
         return "a list"
     return str(value)
+
+
+_SENTENCE_ENDS = (".", "!", "?", ":", ";", "…", '"', "'", ")")
+
+
+def _show_long(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _scan(text: str, doc: _Doc, loader_class: type[yaml.SafeLoader]) -> bool:
@@ -208,9 +223,10 @@ def _report(error: Any, doc: _Doc) -> None:
 class _Builder:
     """Checks what the schema cannot (names, ranges, templates) and builds the model."""
 
-    def __init__(self, data: dict[str, Any], doc: _Doc) -> None:
+    def __init__(self, data: dict[str, Any], doc: _Doc, *, lenient: bool = False) -> None:
         self.data = data
         self.doc = doc
+        self.lenient = lenient
         self.variations: tuple[Variation, ...] = ()
 
     def amount(self, value: Any, path: Key, *, whole: bool = False, unit: str = "") -> Amount:
@@ -253,18 +269,12 @@ class _Builder:
             self.doc.add(path, f"unknown variation '{name}': {did_you_mean}valid: {', '.join(names)}")
 
     def template(self, text: str, path: Key, allowed: set[str]) -> str:
-        try:
-            fields = [f for _, f, _, _ in string.Formatter().parse(text) if f is not None]
-        except ValueError as e:
-            self.doc.add(path, f"bad template in {_show(text)}: {e} (write {{{{ for a literal brace)")
-            return text
-        for name in fields:
-            if name not in allowed:
-                valid = ", ".join("{" + a + "}" for a in sorted(allowed)) or "none here"
-                self.doc.add(path, f"unknown template word {{{name}}} in {_show(text)}; valid here: {valid}")
+        for problem in template_problems(text, allowed):
+            self.doc.add(path, problem)
         return text
 
     def lines(self, value: Any, path: Key, allowed: set[str]) -> tuple[Line, ...]:
+        self.split_sentences(value, path)
         out = []
         for i, item in enumerate(value or []):
             p = path + (i,)
@@ -281,6 +291,18 @@ class _Builder:
                 self.template(text, p + ("text",), allowed)
             out.append(Line(text, self.only(item.get("only"), p + ("only",)), where))
         return tuple(out)
+
+    def split_sentences(self, value: Any, path: Key) -> None:
+        """`say: [Draw your chin back, hold, release.]` is three spoken lines, not one: a
+        [...] list splits at commas. Text ending mid-sentence is that mistake."""
+        if path not in self.doc.flow or not isinstance(value, list) or len(value) < 2:
+            return
+        if all(not isinstance(v, str) or v.rstrip().endswith(_SENTENCE_ENDS) for v in value):
+            return
+        parts = " / ".join(repr(v) for v in value if isinstance(v, str))
+        self.doc.add(path, f"this [...] list splits its text at every comma into {len(value)} "
+                           f"spoken lines ({_show_long(parts)}); to say one sentence, put it in "
+                           "quotes inside the brackets, or write it as a '- ' item")
 
     def announces(self, value: Any, path: Key, allowed: set[str]) -> tuple[Announce, ...]:
         out = []
@@ -339,11 +361,14 @@ class _Builder:
         return tuple(out)
 
     def step(self, item: dict[str, Any], path: Key, defaults: dict[str, Any]) -> Step:
-        allowed = {"seconds", "set", "sets"}
+        allowed = {"set", "sets"}
+        if "hold" in item:
+            allowed.add("seconds")
         if "sides" in item:
             allowed |= {"side", "other_side"}
         if "reps" in item:
-            allowed |= {"rep", "reps"}
+            allowed.add("reps")
+        after_words = allowed - {"set", "side", "other_side"}  # said once, after every set and side
         if "hold" in item and "reps" in item:
             self.doc.add(path, "a step has either a hold or reps, not both")
         if "reps" in item and "tempo" not in item:
@@ -361,33 +386,52 @@ class _Builder:
             self.doc.add(path + ("switch",), "'switch' goes with 'sides'")
         during = item.get("during", defaults.get("during") if "hold" in item else None)
         during_path = path + ("during",) if "during" in item else ("defaults", "during")
-        rep_words = allowed | {"rep", "reps"}
+        rep_words = allowed | {"rep"}
+        g = self.safely
         return Step(
-            name=item["name"],
-            only=self.only(item.get("only"), path + ("only",)),
-            say=self.lines(item.get("say"), path + ("say",), allowed),
-            get_ready_s=float(item.get("get_ready", defaults.get("get_ready", 0))),
-            hold=self.amount(item["hold"], path + ("hold",)) if "hold" in item else None,
-            during=self.announces(during, during_path, allowed),
-            reps=self.amount(item["reps"], path + ("reps",), whole=True) if "reps" in item else None,
-            count=item.get("count", True),
-            tempo=self.phases(item.get("tempo"), path + ("tempo",), rep_words),
-            sides=tuple(item.get("sides", ())),
-            switch=self.template(item.get("switch", "Switch sides: your {side} side."),
-                                 path + ("switch",), allowed) if "sides" in item else "",
-            repeat=self.amount(item.get("repeat", 1), path + ("repeat",), whole=True),
-            between=self.lines(item.get("between"), path + ("between",), allowed),
-            sets=self.amount(item.get("sets", 1), path + ("sets",), whole=True),
-            rest_s=self.amount(item["rest"], path + ("rest",)) if "rest" in item else None,
-            after=self.lines(item.get("after"), path + ("after",), allowed),
+            name=g(lambda: str(item["name"]), "?"),
+            only=g(lambda: self.only(item.get("only"), path + ("only",)), None),
+            say=g(lambda: self.lines(item.get("say"), path + ("say",), allowed), ()),
+            get_ready_s=g(lambda: float(item.get("get_ready", defaults.get("get_ready", 0))), 0.0),
+            hold=g(lambda: self.amount(item["hold"], path + ("hold",)) if "hold" in item else None, _NO_AMOUNT),
+            during=g(lambda: self.announces(during, during_path, allowed), ()),
+            reps=g(lambda: self.amount(item["reps"], path + ("reps",), whole=True) if "reps" in item
+                   else None, _NO_AMOUNT),
+            count=bool(item.get("count", True)),
+            tempo=g(lambda: self.phases(item.get("tempo"), path + ("tempo",), rep_words), ()),
+            sides=g(lambda: tuple(item.get("sides", ())), ()),
+            switch=g(lambda: self.template(item.get("switch", "Switch sides: your {side} side."),
+                                           path + ("switch",), allowed) if "sides" in item else "", ""),
+            repeat=g(lambda: self.amount(item.get("repeat", 1), path + ("repeat",), whole=True), _ONCE),
+            between=g(lambda: self.lines(item.get("between"), path + ("between",), allowed), ()),
+            sets=g(lambda: self.amount(item.get("sets", 1), path + ("sets",), whole=True), _ONCE),
+            rest_s=g(lambda: self.amount(item["rest"], path + ("rest",)) if "rest" in item else None, _NO_AMOUNT),
+            after=g(lambda: self.lines(item.get("after"), path + ("after",), after_words), ()),
             where=self.doc.where(path),
         )
 
+    def safely(self, make: Callable[..., _T], default: _T, *args: Any) -> _T:
+        """Build one part; after the schema found problems, a part of the wrong shape was
+        reported already, so the parts around it are built (and checked) all the same:
+        every problem in a file comes out in one run."""
+        if not self.lenient:
+            return make(*args)
+        try:
+            return make(*args)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+            return default
+
+    def variation_list(self) -> list[Variation]:
+        out = []
+        for name, v in (self.data.get("variations") or {}).items():
+            out.append(self.safely(lambda n, v: Variation(n, str(v["title"]), bool(v.get("default", False))),
+                                   Variation(str(name), str(name)), name, v))
+        return out
+
     def routine(self, routine_id: str) -> Routine:
         data = self.data
-        variations = []
-        for name, v in (data.get("variations") or {}).items():
-            variations.append(Variation(name, v["title"], bool(v.get("default", False))))
+        g = self.safely
+        variations: list[Variation] = g(self.variation_list, [])
         defaults_n = sum(v.default for v in variations)
         if variations and defaults_n != 1:
             self.doc.add(("variations",), f"exactly one variation needs 'default: true', found {defaults_n}")
@@ -397,32 +441,51 @@ class _Builder:
             variations[0] = Variation(variations[0].name, variations[0].title, True)
         self.variations = tuple(variations)
         none: set[str] = set()
-        dosage = None
-        if "dosage" in data:
-            d = data["dosage"]
-            dosage = Dosage(
-                say=self.lines(d["say"], ("dosage", "say"), none),
-                **{k: self.amount(d[k], ("dosage", k), whole=True)
-                   for k in ("reps", "sessions_per_week", "weeks") if k in d},
-            )
-        defaults = data.get("defaults") or {}
-        safety = data.get("safety") or {}
+        dosage = g(lambda: self.dosage(data["dosage"]) if "dosage" in data else None, None)
+        defaults: dict[str, Any] = g(lambda: dict(data.get("defaults") or {}), {})
+        safety: dict[str, Any] = g(lambda: dict(data.get("safety") or {}), {})
+        steps: list[Any] = g(lambda: list(data["steps"]), [])
         return Routine(
             id=routine_id,
             file=self.doc.file,
-            title=data["title"],
-            description=data.get("description", ""),
-            source=data.get("source", ""),
-            steps=tuple(self.step(s, ("steps", i), defaults) for i, s in enumerate(data["steps"])),
+            title=g(lambda: str(data["title"]), "?"),
+            description=g(lambda: str(data.get("description", "")), ""),
+            source=g(lambda: str(data.get("source", "")), ""),
+            steps=tuple(g(self.step, Step("?"), s, ("steps", i), defaults) for i, s in enumerate(steps)),
             variations=self.variations,
-            equipment=self.lines(data.get("equipment"), ("equipment",), none),
+            equipment=g(lambda: self.lines(data.get("equipment"), ("equipment",), none), ()),
             dosage=dosage,
-            intro=self.lines(data.get("intro"), ("intro",), none),
-            safety_start=self.lines(safety.get("start"), ("safety", "start"), none),
-            safety_end=self.lines(safety.get("end"), ("safety", "end"), none),
-            finish=self.lines(data.get("finish"), ("finish",), none),
-            sounds=dict(data.get("sounds") or {}),
+            intro=g(lambda: self.lines(data.get("intro"), ("intro",), none), ()),
+            safety_start=g(lambda: self.lines(safety.get("start"), ("safety", "start"), none), ()),
+            safety_end=g(lambda: self.lines(safety.get("end"), ("safety", "end"), none), ()),
+            finish=g(lambda: self.lines(data.get("finish"), ("finish",), none), ()),
+            sounds=g(lambda: self.sounds(data.get("sounds") or {}), {}),
         )
+
+    def dosage(self, d: dict[str, Any]) -> Dosage:
+        return Dosage(
+            say=self.lines(d["say"], ("dosage", "say"), set()),
+            **{k: self.amount(d[k], ("dosage", k), whole=True)
+               for k in ("reps", "sessions_per_week", "weeks") if k in d},
+        )
+
+    def sounds(self, sounds: dict[str, Any]) -> dict[str, str]:
+        """Each sound file must exist and decode as a short tone: `validate` says so, not
+        the first export."""
+        from .errors import AudioError
+        from .tones import load_wav
+
+        out = {}
+        base = Path(self.doc.file).parent if Path(self.doc.file).is_file() else None
+        for kind, name in sounds.items():
+            if not isinstance(name, str) or not name:
+                continue
+            out[kind] = name
+            try:
+                load_wav(Path(name) if base is None else base / name)
+            except AudioError as e:
+                self.doc.add(("sounds", kind), str(e))
+        return out
 
 
 def _finite(data: Any, path: Key, doc: _Doc) -> None:
@@ -467,11 +530,33 @@ def _yaml_data(text: str, doc: _Doc) -> Any:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise RoutineError([Problem(file, line, column, "", f"invalid YAML: {e.problem or e.context}")]) from None
+        message = f"{e.problem or e.context}"
+        raise RoutineError([Problem(file, line, column, "", f"invalid YAML: {message}{_yaml_hint(message)}")]) from None
     except yaml.YAMLError as e:
         raise RoutineError([Problem(file, 1, 1, "", f"invalid YAML: {e}")]) from None
     except (ValueError, OverflowError, RecursionError) as e:  # odd scalars, e.g. huge timestamps
         raise RoutineError([Problem(file, 1, 1, "", f"invalid YAML: {e}")]) from None
+
+
+_YAML_HINTS = (
+    ("'{'", "text with {words} inside a [...] list must be in quotes, or written as '- ' items"),
+    ("expected <block end>", "check the indentation: keys of one mapping line up, and list "
+                             "items start with '- ' in the same column"),
+    ("expected <block mapping start>", "check the indentation: keys of one mapping line up"),
+    ("mapping values are not allowed", "text with ': ' in it must be in quotes"),
+    ("could not find expected ':'", "each key needs a ':' after it; text that runs over lines "
+                                    "goes after '>-' or in quotes"),
+    ("'\\t'", "indent with spaces, not tabs"),
+    ("'\t'", "indent with spaces, not tabs"),
+)
+
+
+def _yaml_hint(message: str) -> str:
+    """PyYAML's words for a mistake, and what the person most likely has to do."""
+    for needle, hint in _YAML_HINTS:
+        if needle in message:
+            return f" ({hint})"
+    return ""
 
 
 CHECKED_MANIFEST = "checked.txt"
@@ -525,23 +610,26 @@ def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Ro
             from .cache import store_atomically
 
             store_atomically(marker, b"")
-    if doc.problems:
-        raise RoutineError(sorted(doc.problems, key=lambda p: (p.line, p.column)))
-    routine = _Builder(data, doc).routine(routine_id)
+    routine = _Builder(data, doc, lenient=bool(doc.problems)).routine(routine_id)
     if doc.problems:
         raise RoutineError(sorted(doc.problems, key=lambda p: (p.line, p.column)))
     return routine
 
 
+def _unreadable(name: str, reason: str) -> UsageError:
+    if reason == "no such file":
+        return UsageError(f"no such routine file: {name}")
+    if reason.startswith("it is larger than"):
+        return UsageError(f"{name}: the file is larger than {MAX_BYTES // 1024} KiB; a routine is a "
+                          "short text")
+    return UsageError(f"cannot read routine file {name}: {reason}")
+
+
 def load_file(path: Path) -> Routine:
-    try:
-        raw = path.read_bytes()[: MAX_BYTES + 1]
-    except FileNotFoundError:
-        raise UsageError(f"no such routine file: {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a routine file") from None
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}") from None
+    """A routine from a regular file of at most MAX_BYTES (never a device or a FIFO)."""
+    from .inputs import read_regular
+
+    raw = read_regular(path, MAX_BYTES, _unreadable)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .compile import Options, Say, Script, Timed, compile_routine
+from .compile import LEVELS, Options, Say, Script, Timed, compile_routine
 from .load import load
 from .model import Routine
 from .render import Rendering, ToneBank
 from .schedule import Timeline, schedule
-from .errors import UsageError
+from .errors import Problem, RoutineError, UsageError
 from .speech import Espeak, PhraseCache, Synthesizer
 
 ENGINES = ("espeak", "piper")
@@ -77,7 +77,18 @@ def prepare(routine: Routine | str, variation: str | None = None,
     script = compile_routine(routine, variation, options)
     cache = cache or phrase_cache(voice)
     tones = ToneBank(routine.sounds, _base_dir(routine))
-    texts = _spoken(script)
+    _synthesize(cache, _spoken(script), progress)
+    timeline = schedule(script, cache.length, tones.length, adapt=not is_plain(options, voice))
+    return Session(routine, timeline, Rendering(timeline, cache, tones))
+
+
+def is_plain(options: Options, voice: VoiceSettings) -> bool:
+    """The routine as written, in the voice `validate` checks it with: what does not fit is
+    the routine's fault. Anything else is the person's choice, and is adapted to."""
+    return options.hold_s is None and options.reps is None and voice == DEFAULT_VOICE
+
+
+def _synthesize(cache: PhraseCache, texts: list[str], progress: Progress | None) -> None:
     missing = cache.missing(texts) if progress is not None else 0
     if progress is not None and missing:
         with progress(missing, "Synthesizing speech") as update:
@@ -88,8 +99,37 @@ def prepare(routine: Routine | str, variation: str | None = None,
                 cache.on_synthesized = None
     else:
         cache.prefetch(texts)
-    timeline = schedule(script, cache.length, tones.length)
-    return Session(routine, timeline, Rendering(timeline, cache, tones))
+
+
+def check(routine: Routine, cache: PhraseCache | None = None,
+          progress: Progress | None = None) -> None:
+    """Everything `show`, `export` and `play` run on a routine short of making sound, for
+    every variation at every level, in the default voice: if this passes, they work. Raises
+    RoutineError with every problem found, each once."""
+    cache = cache or phrase_cache()
+    tones = ToneBank(routine.sounds, _base_dir(routine))
+    found: dict[Problem, list[str]] = {}
+    scripts: list[tuple[str, Script]] = []
+    combos = [(v, level) for v in routine.variation_names for level in LEVELS]
+    for variation, level in combos:
+        where = f"variation {variation}, level {level}" if len(routine.variations) > 1 \
+            else f"level {level}"
+        try:
+            scripts.append((where, compile_routine(routine, variation, Options(level))))
+        except RoutineError as e:
+            for p in e.problems:
+                found.setdefault(p, []).append(where)
+    _synthesize(cache, list(dict.fromkeys(t for _, s in scripts for t in _spoken(s))), progress)
+    for where, script in scripts:
+        try:
+            schedule(script, cache.length, tones.length)
+        except RoutineError as e:
+            for p in e.problems:
+                found.setdefault(p, []).append(where)
+    if found:
+        problems = [p if len(at) == len(combos) else replace(p, message=f"{p.message} (at {'; '.join(at)})")
+                    for p, at in found.items()]
+        raise RoutineError(sorted(problems, key=lambda p: (p.line, p.column)))
 
 
 def _spoken(script: Script) -> list[str]:

@@ -55,6 +55,8 @@ class Timeline:
     events: tuple[Event, ...]
     sections: tuple[Section, ...]
     sample_rate: int = SAMPLE_RATE
+    notices: tuple[str, ...] = ()
+    """What was adapted to the person's options (an announcement left out, a phase slowed)."""
 
     @property
     def duration_s(self) -> float:
@@ -70,7 +72,8 @@ class Timeline:
             item["step"] = e.step
             events.append(item)
         return {"routine": self.routine_id, "variation": self.variation,
-                "duration": round(self.duration / sr, 6), "sample_rate": sr, "events": events}
+                "duration": round(self.duration / sr, 6), "sample_rate": sr, "events": events,
+                "notices": list(self.notices)}
 
     def json_text(self) -> str:
         return json.dumps(self.to_json(), indent=2, ensure_ascii=False)
@@ -80,13 +83,32 @@ def _samples(seconds: float, sample_rate: int) -> int:
     return round(seconds * sample_rate)
 
 
+class _Notices:
+    """What `adapt` changed, counted by what and why, for one line each."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, message: str) -> None:
+        self.counts[message] = self.counts.get(message, 0) + 1
+
+    def lines(self) -> tuple[str, ...]:
+        return tuple(m if n == 1 else f"{m} ({n} times)" for m, n in self.counts.items())
+
+
 def schedule(script: Script, speech_length: Callable[[str], int],
-             tone_length: Callable[[str], int], sample_rate: int = SAMPLE_RATE) -> Timeline:
-    """Lay the script out in time. `speech_length` and `tone_length` give lengths in samples."""
+             tone_length: Callable[[str], int], sample_rate: int = SAMPLE_RATE,
+             *, adapt: bool = False) -> Timeline:
+    """Lay the script out in time. `speech_length` and `tone_length` give lengths in samples.
+
+    What does not fit its window is an error naming the routine's line, unless `adapt`:
+    then (the person's options made it not fit) an announcement in a hold or rest is left
+    out and a tempo phase is lengthened to fit its words, and `Timeline.notices` says so."""
     clock = _samples(LEAD_IN_S, sample_rate)
     events: list[Event] = []
     sections: list[tuple[str, int]] = []
     problems = []
+    notices = _Notices()
     pause_speech = _samples(PAUSE_AFTER_SPEECH_S, sample_rate)
     pause_tone = _samples(PAUSE_AFTER_TONE_S, sample_rate)
 
@@ -106,7 +128,8 @@ def schedule(script: Script, speech_length: Callable[[str], int],
             clock += _samples(cue.seconds, sample_rate)
         elif isinstance(cue, Timed):
             length = _samples(cue.seconds, sample_rate)
-            placed, errors = _place(cue, clock, length, event, sample_rate)
+            placed, errors, length = _place(cue, clock, length, event, sample_rate,
+                                            notices if adapt else None)
             events.extend(placed)
             problems.extend(errors)
             clock += length
@@ -123,12 +146,16 @@ def schedule(script: Script, speech_length: Callable[[str], int],
         events=tuple(sorted(events, key=lambda e: (e.start, e.end))),
         sections=tuple(Section(t, s, b) for (t, s), b in zip(sections, bounds, strict=True)),
         sample_rate=sample_rate,
+        notices=notices.lines(),
     )
 
 
 def _place(window: Timed, start: int, length: int, event: Callable[[Say | Tone, int], Event],
-           sample_rate: int) -> tuple[list[Event], list[Any]]:
-    """Place a window's marks; any that overlap or spill out are errors, never a stretch."""
+           sample_rate: int, notices: _Notices | None) -> tuple[list[Event], list[Any], int]:
+    """Place a window's marks; any that overlap or spill out are errors, never a stretch.
+
+    With `notices` (adapting to options), what does not fit is left out of a hold or rest,
+    and a tempo phase grows to hold its words; the window's length is returned."""
     placed: list[Event] = []
     problems = []
     previous_end = start
@@ -136,24 +163,44 @@ def _place(window: Timed, start: int, length: int, event: Callable[[Say | Tone, 
     for mark in window.marks:  # a follow mark sorts with the mark it follows
         keys.append(keys[-1] if mark.anchor == "follow" and keys else _offset(mark, length, sample_rate))
     order = sorted(range(len(window.marks)), key=lambda i: (keys[i], i))
+    seconds = length / sample_rate
+    stretch = window.kind == "phase" and notices is not None
+    needed = length
     for mark in (window.marks[i] for i in order):
         if mark.anchor == "follow":
             at = previous_end + (_samples(FOLLOW_GAP_S, sample_rate) if placed else 0)
         else:
-            at = start + _offset(mark, length, sample_rate)
+            at = max(start + _offset(mark, length, sample_rate), previous_end if stretch else start)
         e = event(mark.cue, at)
-        where = mark.where or window.where
-        what = f"{e.value!r}" if e.kind == "speech" else f"the {e.value} tone"
-        seconds = length / sample_rate
-        if e.end > start + length:
-            problems.append(_problem(where, f"{what} ({(e.end - e.start) / sample_rate:.2f} s) does not fit in the "
-                                            f"{seconds:g}-second window it is placed in; make the window longer or the words shorter"))
-        elif at < previous_end:
-            problems.append(_problem(where, f"{what} overlaps what comes before it in the "
-                                            f"{seconds:g}-second window; there is not room for both"))
+        spills = e.end > start + length
+        overlaps = at < previous_end
+        if (spills or overlaps) and not stretch:
+            what = f"{e.value!r}" if e.kind == "speech" else f"the {e.value} tone"
+            opening = not placed and mark.anchor == "start" and mark.seconds == 0
+            if mark.optional or (notices is not None and not opening):
+                if not mark.optional and notices is not None:
+                    notices.add(f"left out {what} in a {seconds:g}-second {window.kind}: "
+                                "there is no room for it")
+                continue
+            if notices is None:  # the routine's own words at its own values: the author's to fix
+                where = mark.where or window.where
+                if spills:
+                    problems.append(_problem(where, f"{what} ({(e.end - e.start) / sample_rate:.2f} s) does not "
+                                                    f"fit in the {seconds:g}-second window it is placed in; make "
+                                                    "the window longer or the words shorter"))
+                else:
+                    problems.append(_problem(where, f"{what} overlaps what comes before it in the "
+                                                    f"{seconds:g}-second window; there is not room for both"))
+        if spills:
+            needed = max(needed, e.end - start + _samples(FOLLOW_GAP_S, sample_rate))
         placed.append(e)
         previous_end = max(previous_end, e.end)
-    return placed, problems
+    if stretch and needed > length and notices is not None:
+        first = next((e.value for e in placed if e.kind == "speech" and not e.value.isdigit()), None)
+        name = f"the {first!r} phase" if first else "a tempo phase"
+        notices.add(f"slowed {name} beyond its {seconds:g} s to fit its words")
+        length = needed
+    return placed, problems, length
 
 
 def _offset(mark: Mark, length: int, sample_rate: int) -> int:

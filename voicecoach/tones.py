@@ -250,25 +250,37 @@ def _decode(source: io.BytesIO, name: str, sample_rate: int) -> Samples:
     return np.clip(mono, -1.0, 1.0).astype(np.float32)
 
 
+MAX_SOUND_BYTES: Final = 16 * 1024 * 1024
+MAX_SOUND_S: Final = 10.0
+"""A tone marks a moment; ten seconds is already long for one."""
+SOUND_RATES_HZ: Final = (8000, 192000)
+
+
 def load_wav(path: pathlib.Path | str, sample_rate: int = SAMPLE_RATE) -> Samples:
     """A person's own tone: any sound file libsndfile reads, as float32 mono at sample_rate.
 
     A missing or unreadable file is the person's to fix, so it raises AudioError
-    naming the file and the reason, never a traceback.
+    naming the file and the reason, never a traceback. Only a regular file is read, at
+    most MAX_SOUND_BYTES of it, and its rate and length are checked before decoding, so
+    /dev/zero, a FIFO or a day-long file fail at once instead of filling memory.
     """
     _check_rate(sample_rate)
     name = str(path)
-    file_path = pathlib.Path(path)
-    if not file_path.exists():
-        raise _cannot_read(name, "no such file")
-    if file_path.is_dir():
-        raise _cannot_read(name, "it is a directory")
+    from .inputs import read_regular
+
+    content = read_regular(pathlib.Path(path), MAX_SOUND_BYTES, _cannot_read)
     try:
-        content = file_path.read_bytes()
-    except PermissionError:
-        raise _cannot_read(name, "permission denied") from None
-    except OSError as error:
-        raise _cannot_read(name, error.strerror or str(error)) from None
+        info = soundfile.info(io.BytesIO(content))
+    except (soundfile.LibsndfileError, RuntimeError, OSError):
+        info = None  # _decode says what is wrong with it
+    if info is not None:
+        low, high = SOUND_RATES_HZ
+        if not low <= info.samplerate <= high:
+            raise _cannot_read(name, f"its sample rate is {info.samplerate} Hz; expected "
+                                     f"{low} to {high} Hz")
+        if info.frames > MAX_SOUND_S * info.samplerate:
+            raise _cannot_read(name, f"it lasts {info.frames / info.samplerate:.1f} s; a tone may "
+                                     f"last at most {MAX_SOUND_S:g} s")
     return _decode(io.BytesIO(content), name, sample_rate)
 
 

@@ -338,7 +338,7 @@ def _check_size(routine: Routine, variation: str, options: Options) -> None:
     worst = max(steps, key=lambda s: step_size(s, plain).seconds)
     total = sum((step_size(s, plain) for s in steps), Size())
     raise RoutineError([worst.where.problem(
-        f"at level {options.level}, the session would be {total.describe()}; "
+        f"the session would be {total.describe()}; "
         "lower this step's reps, sets, repeat or hold")])
 
 

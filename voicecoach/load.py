@@ -163,6 +163,10 @@ def _report(error: Any, doc: _Doc) -> None:
     schema = error.schema if isinstance(error.schema, dict) else {}
     value = error.instance
     kind = error.validator
+    if kind == "anyOf" and isinstance(value, dict) and "text" not in value and len(value) == 1 \
+            and schema.get("x-expected") == "text, or a mapping with text and only":
+        doc.add(path, "expected text, got a mapping: text with ': ' in it must be in quotes")
+        return
     if kind in ("anyOf", "oneOf"):
         branches = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
         deeper = [e for e in branches if e.relative_path or e.validator not in ("pattern", "type")]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_common import EXIT_INTERRUPTED, F, handled
+from .cli_common import F, handled, interrupted, printable, stop_on_signals
 from .errors import VoicecoachError
 from .history_cli import history
 
@@ -123,10 +123,13 @@ def show(routine: str, as_json: bool, **options: Any) -> None:
     if as_json:
         click.echo(timeline.json_text())
         return
-    click.echo(f"{timeline.title} ({timeline.variation}), {_clock(timeline.duration_s)}")
+    # the routine's own text is shown with control characters escaped (see `printable`)
+    click.echo(f"{printable(timeline.title)} ({printable(timeline.variation)}), "
+               f"{_clock(timeline.duration_s)}")
     for e in timeline.events:
         what = e.value if e.kind == "speech" else f"[{e.value.replace('_', ' ')} tone]"
-        click.echo(f"{_clock(e.start / timeline.sample_rate):>7}  {e.step[:24]:<24}  {what}")
+        click.echo(f"{_clock(e.start / timeline.sample_rate):>7}  {printable(e.step)[:24]:<24}  "
+                   f"{printable(what)}")
 
 
 @cli.command()
@@ -264,7 +267,7 @@ def play(routine: str, no_log: bool, **options: Any) -> None:
         started_at = datetime.now(UTC)
         try:
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
-        except BaseException:  # Ctrl-C or a device failure: what was played still counts
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP or a device failure: what was played counts
             if not no_log:
                 _log_session(coach, options["level"], started_at, "stopped")
             raise
@@ -292,11 +295,11 @@ cli.add_command(history)
 
 
 def main() -> None:
+    stop_on_signals()  # SIGTERM and SIGHUP clean up like Ctrl-C (temporary files, history)
     try:
         cli.main(prog_name="voicecoach")
-    except KeyboardInterrupt:  # outside a command, e.g. while parsing
-        click.echo("Interrupted.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:  # outside a command, e.g. while parsing
+        interrupted(e)
 
 
 if __name__ == "__main__":

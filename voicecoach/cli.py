@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_common import F, handled, interrupted, printable, stop_on_signals
+from .cli_common import F, handled, interrupted, json_printable, printable, stop_on_signals
 from .errors import VoicecoachError
 from .history_cli import history
 
@@ -121,7 +121,7 @@ def show(routine: str, as_json: bool, **options: Any) -> None:
     """
     timeline = _prepare(routine, **options).timeline
     if as_json:
-        click.echo(timeline.json_text())
+        click.echo(json_printable(timeline.json_text()))
         return
     # the routine's own text is shown with control characters escaped (see `printable`)
     click.echo(f"{printable(timeline.title)} ({printable(timeline.variation)}), "

@@ -69,6 +69,15 @@ def printable(text: str) -> str:
     return _CONTROLS.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
 
 
+_JSON_RAW_CONTROLS = re.compile("[\x7f-\x9f]")
+
+
+def json_printable(text: str) -> str:
+    """JSON for a terminal: json.dumps escapes C0 controls but leaves DEL and C1 raw; here
+    they become \\u escapes too (they can only stand inside strings, so the JSON is equal)."""
+    return _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def fail(error: VoicecoachError) -> None:
     if isinstance(error, RoutineError):
         for problem in error.problems:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import handled, printable
+from .cli_common import handled, json_printable, printable
 from .errors import VoicecoachError
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def history(routine: str | None, as_json: bool, limit: int, weeks: int, export_t
         summaries.append(lib.summarize(mine, rid, title, target, now, weeks=weeks))
     if as_json:
         data = lib.history_json(entries, summaries, routine_id=routine_id, limit=limit)
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json_printable(json.dumps(data, indent=2, ensure_ascii=False)))
         return
     if not entries:
         click.echo(f"No sessions of {printable(routine_id)} recorded yet." if routine_id

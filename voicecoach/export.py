@@ -21,7 +21,7 @@ import soundfile as sf
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError, UsageError
-from voicecoach.files import atomic_path, check_target, describe_os_error, is_dir
+from voicecoach.files import atomic_path, check_space, check_target, describe_os_error, is_dir
 
 if TYPE_CHECKING:
     from voicecoach.pipeline import Session
@@ -317,6 +317,20 @@ def _tag(temp_path: Path, format_name: str, title: str, artist: str,
         raise _TagError(str(error)) from error
 
 
+def _least_bytes(format_name: str, total_samples: int, sample_rate: int, channels: int) -> int:
+    """A floor on the encoded size: exact for WAV's samples; for MP3, every frame at the
+    lowest bitrate (8 kbps in MPEG-2 and 2.5, 32 kbps in MPEG-1). Vorbis and FLAC can
+    shrink silence too far for a useful floor: they fail where the disk fills."""
+    if format_name == "WAV":
+        return 44 + total_samples * 2 * channels
+    if format_name == "MP3":
+        mpeg1 = sample_rate >= 32000
+        frame_samples, kbps, factor = (1152, 32, 144) if mpeg1 else (576, 8, 72)
+        frames = -(-total_samples // frame_samples)
+        return frames * (factor * kbps * 1000 // sample_rate)
+    return 0
+
+
 def write_audio(
     path: Path,
     chunks: Iterable[npt.NDArray[np.floating]],
@@ -341,6 +355,8 @@ def write_audio(
     if total_samples < 1:
         raise ValueError("an MP3 without frames is unreadable, so total_samples must be >= 1")
     _check_chapters(chapters, total_samples)
+    # a disk that cannot hold even the smallest such file fails now, not minutes of encoding later
+    check_space(path, _least_bytes(format_name, total_samples, sample_rate, channels))
     with atomic_path(path) as temp_path:
         try:
             _encode(

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from .errors import VoicecoachError
 
-__all__ = ["STALE_AFTER_S", "atomic_path", "check_target", "describe_os_error", "is_dir",
-           "is_temp_name", "sweep_stale", "temp_name", "write_atomically"]
+__all__ = ["STALE_AFTER_S", "atomic_path", "check_space", "check_target", "describe_os_error",
+           "free_bytes", "is_dir", "is_temp_name", "sweep_stale", "temp_name", "write_atomically"]
 
 STALE_AFTER_S = 3600.0
 """A temporary file of ours untouched this long belongs to a process that was killed:
@@ -171,6 +171,30 @@ def check_target(path: Path) -> Path:
                                   "writes only regular files")
     real = Path(os.path.realpath(path))
     return path if real == Path(os.path.abspath(path)) else real
+
+
+def free_bytes(directory: Path) -> int | None:
+    """Bytes this process may still write in `directory` (root may use the reserved
+    blocks too); None when the filesystem does not say."""
+    try:
+        info = os.statvfs(directory)
+    except OSError:
+        return None
+    blocks = info.f_bfree if os.geteuid() == 0 else info.f_bavail
+    return blocks * info.f_frsize if info.f_blocks else None
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def check_space(path: Path, needed: int) -> None:
+    """Refuse at once a write that cannot fit: `needed` is a floor on the bytes it takes."""
+    real = check_target(path)
+    free = free_bytes(real.parent)
+    if free is not None and needed > free:
+        raise VoicecoachError(f"cannot write {_quoted(path)}: no space left on device (it "
+                              f"needs at least {_mb(needed)}, {_mb(free)} free)")
 
 
 def _create_temp_beside(path: Path) -> Path:

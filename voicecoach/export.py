@@ -21,7 +21,14 @@ import soundfile as sf
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError, UsageError
-from voicecoach.files import atomic_path, check_space, check_target, describe_os_error, is_dir
+from voicecoach.files import (
+    atomic_path,
+    check_space,
+    check_target,
+    describe_os_error,
+    free_bytes,
+    is_dir,
+)
 
 if TYPE_CHECKING:
     from voicecoach.pipeline import Session
@@ -166,6 +173,19 @@ def _libsndfile_reason(sound_file: sf.SoundFile | None, error: sf.LibsndfileErro
     return str(error)
 
 
+def _closing_reason(temp_path: Path, error: sf.LibsndfileError) -> str:
+    """Why closing (the encoder's last write) failed: libsndfile freed the file and its
+    words with it, so a system error on a disk with (next to) nothing left is called so."""
+    free = free_bytes(temp_path.parent)
+    if error.code == _SFE_SYSTEM and free is not None and free < 64 * 1024:
+        return "no space left on device"
+    return str(error)
+
+
+_SFE_SYSTEM = 2
+"""libsndfile's error code for a failed system call."""
+
+
 def _encode(
     temp_path: Path,
     format_name: str,
@@ -223,7 +243,7 @@ def _encode(
             sound_file.close()  # flushes the encoder: this write can fail too
         except sf.LibsndfileError as error:
             if finished:  # else the first failure is the one worth reporting
-                raise _WriteFailed(_libsndfile_reason(None, error)) from error
+                raise _WriteFailed(_closing_reason(temp_path, error)) from error
     if written_samples != total_samples:
         raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
 
@@ -372,8 +392,9 @@ def write_audio(
             )
             if format_name != "WAV":
                 _tag(temp_path, format_name, title, artist, chapters, sample_rate)
-            # A short write (a full disk) is only logged by libsndfile's MP3 encoder, so
-            # check the finished file decodes to the full length before it replaces anything.
+            # libsndfile's MP3 encoder only logs a short write (it is stopped by the error
+            # its file layer records), so the finished file must also decode to full length
+            # before it replaces anything.
             decoded_samples = sf.info(str(temp_path)).frames
         except (sf.LibsndfileError, _TagError, _WriteFailed) as error:
             system = _os_error_in(error)

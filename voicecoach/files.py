@@ -184,8 +184,12 @@ def free_bytes(directory: Path) -> int | None:
     return blocks * info.f_frsize if info.f_blocks else None
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
+def _size(size: int) -> str:
+    if size < 1000:
+        return f"{size} bytes"
+    if size < 1_000_000:
+        return f"{size / 1e3:.0f} kB"
+    return f"{size / 1e6:.1f} MB" if size < 1_000_000_000 else f"{size / 1e9:.2f} GB"
 
 
 def check_space(path: Path, needed: int) -> None:
@@ -194,7 +198,7 @@ def check_space(path: Path, needed: int) -> None:
     free = free_bytes(real.parent)
     if free is not None and needed > free:
         raise VoicecoachError(f"cannot write {_quoted(path)}: no space left on device (it "
-                              f"needs at least {_mb(needed)}, {_mb(free)} free)")
+                              f"needs at least {_size(needed)}, {_size(free)} free)")
 
 
 def _create_temp_beside(path: Path) -> Path:

@@ -520,14 +520,17 @@ def test_a_signal_stops_play_and_the_session_is_recorded(
         pulse_server: PulseServer, tmp_path: Path, signum: int) -> None:
     env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)}
     process = spawn("play", SHORT, env=env)
-    time.sleep(3.0)  # into the first step's hold
+    deadline = time.monotonic() + 30
+    while not pulse_server.sink_inputs() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until it plays, however long a loaded machine takes to start it
+    time.sleep(2.5)  # into the first step ("Get ready." comes 1.4 s in)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 128 + signum
     assert one_line(stderr) == f"Stopped by {signal.Signals(signum).name}."
     [entry] = sessions(db_path=tmp_path / "history.sqlite3")
     assert (entry.routine_id, entry.ended, entry.stopped_at_step) == ("short", "stopped", "First")
-    assert 1.5 < entry.played_s < 5.0
+    assert 2.0 < entry.played_s < 5.0
     assert pulse_server.sink_inputs() == []
 
 

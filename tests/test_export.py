@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -398,7 +399,7 @@ def test_atomic_path_names_its_temporary_file_and_cleans_up(tmp_path: Path) -> N
     target = tmp_path / "notes.txt"
     with pytest.raises(RuntimeError), atomic_path(target) as temp_path:
         assert temp_path.parent == tmp_path
-        assert temp_path.name.startswith(".notes.txt.part-")
+        assert re.fullmatch(r"\.notes\.txt\.vc-[0-9a-f]{8}\.part", temp_path.name)
         temp_path.write_text("half")
         raise RuntimeError
     assert listing(tmp_path) == []
@@ -507,6 +508,9 @@ def test_playlist_content(tmp_path: Path) -> None:
 
 
 def test_playlist_refuses_line_break_in_file_name(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError) as caught:
         write_playlist(tmp_path / "x.m3u", [("t", "a\nb.mp3", 1.0)])
+    assert str(caught.value) == (
+        f"cannot write the playlist '{tmp_path / 'x.m3u'}': the file name 'a\\nb.mp3' holds a "
+        "line break, which an M3U playlist cannot hold; rename the routine file")
     assert listing(tmp_path) == []

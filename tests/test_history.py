@@ -626,7 +626,7 @@ def test_export_csv_reads_back(cli_env: Path, tmp_path: Path) -> None:
 def test_export_to_a_folder_is_one_line(cli_env: Path, tmp_path: Path) -> None:
     fill(cli_env)
     assert run("--export", str(tmp_path)) == (
-        1, "", f"Error: cannot write {tmp_path}: it is a directory\n")
+        1, "", f"Error: cannot write '{tmp_path}': it is a directory\n")
 
 
 def test_damaged_history_is_one_line_exit_1(cli_env: Path) -> None:

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_common import EXIT_INTERRUPTED, F, handled, report, tell_adapted
+from .cli_common import (
+    F,
+    handled,
+    interrupted,
+    json_printable,
+    printable,
+    report,
+    stop_on_signals,
+    tell_adapted,
+)
 from .errors import VoicecoachError
 from .history_cli import history
 
@@ -135,12 +144,15 @@ def show(routine: str, as_json: bool, **options: Any) -> None:
     """
     timeline = _prepare(routine, **options).timeline
     if as_json:
-        click.echo(timeline.json_text())
+        click.echo(json_printable(timeline.json_text()))
         return
-    click.echo(f"{timeline.title} ({timeline.variation}), {_clock(timeline.duration_s)}")
+    # the routine's own text is shown with control characters escaped (see `printable`)
+    click.echo(f"{printable(timeline.title)} ({printable(timeline.variation)}), "
+               f"{_clock(timeline.duration_s)}")
     for e in timeline.events:
         what = e.value if e.kind == "speech" else f"[{e.value.replace('_', ' ')} tone]"
-        click.echo(f"{_clock(e.start / timeline.sample_rate):>7}  {e.step[:24]:<24}  {what}")
+        click.echo(f"{_clock(e.start / timeline.sample_rate):>7}  {printable(e.step)[:24]:<24}  "
+                   f"{printable(what)}")
 
 
 @cli.command()
@@ -159,6 +171,7 @@ def validate(files: tuple[Path, ...]) -> None:
     from .load import load_file
     from .pipeline import check
 
+    stop_on_signals()
     worst = 0
     for path in files:
         try:
@@ -167,9 +180,8 @@ def validate(files: tuple[Path, ...]) -> None:
         except VoicecoachError as e:
             report(e)
             worst = max(worst, e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as e:
+            interrupted(e)
     sys.exit(worst)
 
 
@@ -281,7 +293,7 @@ def play(routine: str, no_log: bool, **options: Any) -> None:
         started_at = datetime.now(UTC)
         try:
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
-        except BaseException:  # Ctrl-C or a device failure: what was played still counts
+        except BaseException:  # Ctrl-C, SIGTERM, SIGHUP or a device failure: what was played counts
             if not no_log:
                 _log_session(coach, options["level"], started_at, "stopped")
             raise
@@ -309,11 +321,11 @@ cli.add_command(history)
 
 
 def main() -> None:
+    stop_on_signals()  # SIGTERM and SIGHUP clean up like Ctrl-C (temporary files, history)
     try:
         cli.main(prog_name="voicecoach")
-    except KeyboardInterrupt:  # outside a command, e.g. while parsing
-        click.echo("Interrupted.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:  # outside a command, e.g. while parsing
+        interrupted(e)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,15 @@
-"""What every command shares: library errors become one line and an exit code."""
+"""What every command shares: library errors become one line and an exit code; SIGTERM
+and SIGHUP stop a command the way Ctrl-C does; text from files is shown safely."""
 
 from __future__ import annotations
 
 import functools
+import re
+import signal
 import sys
 from collections.abc import Callable
+from contextlib import suppress
+from types import FrameType
 from typing import Any, TypeVar
 
 import click
@@ -14,6 +19,63 @@ from .errors import RoutineError, VoicecoachError
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130
+"""128 + SIGINT; a command stopped by SIGTERM or SIGHUP exits 128 + that signal."""
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: raised like Ctrl-C's KeyboardInterrupt, so every `finally`
+    runs (temporary files are removed, a played session is recorded as stopped)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    # A second signal while cleaning up ends the process at once, as it would have without us.
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is _stop:
+            signal.signal(sig, signal.SIG_DFL)
+    raise Stopped(signum)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise Stopped in the main thread, where they were left at their
+    default (a signal the caller ignores, as under nohup, stays ignored)."""
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _stop)
+
+
+def interrupted(error: KeyboardInterrupt) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP: one line, and 128 + the signal's number as exit code."""
+    signum = error.signum if isinstance(error, Stopped) else signal.SIGINT
+    message = "Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}."
+    with suppress(OSError, ValueError):  # after SIGHUP the terminal may be gone
+        click.echo(message, err=True)
+    sys.exit(128 + signum)
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """Text from a routine or the history, safe to print on a terminal: C0 and C1 control
+    characters (ESC, which starts escape sequences, among them) are shown escaped as in a
+    Python string, so a file cannot move the cursor, recolour or retitle the terminal."""
+    return _CONTROLS.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+_JSON_RAW_CONTROLS = re.compile("[\x7f-\x9f]")
+
+
+def json_printable(text: str) -> str:
+    """JSON for a terminal: json.dumps escapes C0 controls but leaves DEL and C1 raw; here
+    they become \\u escapes too (they can only stand inside strings, so the JSON is equal)."""
+    return _JSON_RAW_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 MAX_PROBLEMS_SHOWN = 25
@@ -23,21 +85,21 @@ MAX_PROBLEMS_SHOWN = 25
 def report(error: VoicecoachError) -> None:
     """A routine's problems one a line (at most MAX_PROBLEMS_SHOWN), any other error as one."""
     if not isinstance(error, RoutineError):
-        click.echo(f"Error: {error}", err=True)
+        click.echo(f"Error: {printable(str(error))}", err=True)
         return
     problems = list(dict.fromkeys(error.problems))
     for problem in problems[:MAX_PROBLEMS_SHOWN]:
-        click.echo(str(problem), err=True)
+        click.echo(printable(str(problem)), err=True)
     more = len(problems) - MAX_PROBLEMS_SHOWN
     if more > 0:
         click.echo(f"... and {more:,} more problem{'s' if more > 1 else ''} in "
-                   f"{problems[0].file}", err=True)
+                   f"{printable(problems[0].file)}", err=True)
 
 
 def tell_adapted(notices: tuple[str, ...]) -> None:
     """What was adapted to the person's options, one line each on stderr."""
     for notice in notices:
-        click.echo(f"Note: adapted to your options: {notice}.", err=True)
+        click.echo(f"Note: adapted to your options: {printable(notice)}.", err=True)
 
 
 def fail(error: VoicecoachError) -> None:
@@ -54,8 +116,7 @@ def handled(f: F) -> F:
             return f(*args, **kwargs)
         except VoicecoachError as e:
             fail(e)
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt as e:
+            interrupted(e)
 
     return wrapper  # type: ignore[return-value]

@@ -1,17 +1,16 @@
 """Export: write a rendered session to an audio file, plus captions and playlists.
 
-Every file is written atomically (a temporary file beside the target, fsynced, then
-renamed over it), so an interrupted export never leaves a half-written file behind
-and never damages the file it was meant to replace.
+Every file is written through `files.atomic_path` (a temporary file beside the target,
+fsynced, then renamed over it; regular files only), so an interrupted export never
+leaves a half-written file behind and never damages the file it was meant to replace.
 """
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -21,7 +20,15 @@ import numpy.typing as npt
 import soundfile as sf
 
 from voicecoach import SAMPLE_RATE
-from voicecoach.errors import AudioError, UsageError, VoicecoachError
+from voicecoach.errors import AudioError, UsageError
+from voicecoach.files import (
+    atomic_path,
+    check_space,
+    check_target,
+    describe_os_error,
+    free_bytes,
+    is_dir,
+)
 
 if TYPE_CHECKING:
     from voicecoach.pipeline import Session
@@ -111,85 +118,6 @@ def format_for(path: Path) -> str:
     )
 
 
-# --- atomic writes ------------------------------------------------------------------
-
-
-def _describe_os_error(path: Path, error: OSError) -> str:
-    """One line a person can act on, naming the file they asked for."""
-    directory = path.parent
-    if error.errno == errno.ENOENT:
-        reason = f"directory '{directory}' does not exist"
-    elif error.errno == errno.ENOTDIR:
-        reason = f"'{directory}' is not a directory"
-    elif error.errno in (errno.EACCES, errno.EPERM):
-        reason = "permission denied"
-    elif error.errno == errno.EISDIR:
-        reason = "it is a directory"
-    else:
-        reason = (error.strerror or str(error)).lower()
-    return f"cannot write '{path}': {reason}"
-
-
-def _create_temp_beside(path: Path) -> Path:
-    """Create an empty, clearly-named temporary file in the target's directory.
-
-    Created with os.open (mode 0o666 less the umask) rather than mkstemp (0o600), so
-    the renamed file gets the same permissions as any other file the person writes.
-    """
-    while True:
-        temp_path = path.with_name(f".{path.name}.part-{os.urandom(4).hex()}")
-        try:
-            fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return temp_path
-
-
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
-    """Flush a file (or a directory entry) to disk so a crash cannot leave it empty."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if directory:  # some platforms cannot open directories; the rename still holds
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path` in one step.
-
-    On any exception (KeyboardInterrupt included) the temporary file is removed and an
-    existing `path` is left untouched. OSErrors become one-line VoicecoachErrors.
-    """
-    if path.is_dir():
-        raise VoicecoachError(f"cannot write '{path}': it is a directory")
-    try:
-        temp_path = _create_temp_beside(path)
-    except OSError as error:
-        raise VoicecoachError(_describe_os_error(path, error)) from None
-    try:
-        yield temp_path
-        _fsync_path(temp_path)
-        os.replace(temp_path, path)
-    except BaseException as error:
-        with suppress(OSError):  # never let cleanup hide the reason we are cleaning up
-            temp_path.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise VoicecoachError(_describe_os_error(path, error)) from error
-        raise
-    _fsync_path(path.parent, directory=True)
-
-
 # --- audio ----------------------------------------------------------------------------
 
 
@@ -226,6 +154,38 @@ def _to_pcm16(samples: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
     return scaled.astype(np.int16)
 
 
+class _WriteFailed(Exception):
+    """The encoder could not write the file; the message is the reason, in a person's words."""
+
+
+def _libsndfile_reason(sound_file: sf.SoundFile | None, error: sf.LibsndfileError) -> str:
+    """Why libsndfile failed. For a failed read or write python-soundfile says only
+    "System error."; libsndfile itself kept the system's words ("System error : No space
+    left on device."), which are asked for here (for a file not yet open, its last error)."""
+    try:
+        handle = getattr(sound_file, "_file", None) or sf._ffi.NULL
+        text = str(sf._ffi.string(sf._snd.sf_strerror(handle)).decode(errors="replace"))
+    except Exception:  # python-soundfile's internals moved: keep its own message
+        text = ""
+    prefix = "System error : "
+    if text.startswith(prefix):
+        return text[len(prefix):].rstrip(".").lower()
+    return str(error)
+
+
+def _closing_reason(temp_path: Path, error: sf.LibsndfileError) -> str:
+    """Why closing (the encoder's last write) failed: libsndfile freed the file and its
+    words with it, so a system error on a disk with (next to) nothing left is called so."""
+    free = free_bytes(temp_path.parent)
+    if error.code == _SFE_SYSTEM and free is not None and free < 64 * 1024:
+        return "no space left on device"
+    return str(error)
+
+
+_SFE_SYSTEM = 2
+"""libsndfile's error code for a failed system call."""
+
+
 def _encode(
     temp_path: Path,
     format_name: str,
@@ -238,19 +198,27 @@ def _encode(
     artist: str,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """Stream chunks into the encoder one at a time, so memory stays flat."""
+    """Stream chunks into the encoder one at a time, so memory stays flat.
+
+    A failed write (a full disk) stops the export at that chunk, with the system's reason.
+    """
     encoding = _ENCODINGS[format_name]
     written_samples = 0
-    with sf.SoundFile(
-        temp_path,
-        "w",
-        samplerate=sample_rate,
-        channels=channels,
-        subtype=encoding.subtype,
-        format=format_name,
-        compression_level=encoding.compression_level,
-        bitrate_mode=encoding.bitrate_mode,
-    ) as sound_file:
+    try:
+        sound_file = sf.SoundFile(
+            temp_path,
+            "w",
+            samplerate=sample_rate,
+            channels=channels,
+            subtype=encoding.subtype,
+            format=format_name,
+            compression_level=encoding.compression_level,
+            bitrate_mode=encoding.bitrate_mode,
+        )
+    except sf.LibsndfileError as error:
+        raise _WriteFailed(_libsndfile_reason(None, error)) from error
+    finished = False
+    try:
         if format_name == "WAV":  # a LIST INFO chunk; other formats are tagged by mutagen
             if title:
                 sound_file.title = title
@@ -267,6 +235,15 @@ def _encode(
             sound_file.write(out if channels == 1 else np.column_stack((out, out)))
             if progress is not None:
                 progress(len(samples))
+        finished = True
+    except sf.LibsndfileError as error:
+        raise _WriteFailed(_libsndfile_reason(sound_file, error)) from error
+    finally:
+        try:
+            sound_file.close()  # flushes the encoder: this write can fail too
+        except sf.LibsndfileError as error:
+            if finished:  # else the first failure is the one worth reporting
+                raise _WriteFailed(_closing_reason(temp_path, error)) from error
     if written_samples != total_samples:
         raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
 
@@ -333,6 +310,16 @@ def _tag_vorbis_comments(
     audio.save()
 
 
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind a wrapped one (mutagen raises its own type around it), if any."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class _TagError(Exception):
     """mutagen could not tag the file (mutagen is imported only to tag, never for WAV)."""
 
@@ -348,6 +335,20 @@ def _tag(temp_path: Path, format_name: str, title: str, artist: str,
             _tag_vorbis_comments(temp_path, format_name, title, artist, chapters, sample_rate)
     except mutagen.MutagenError as error:
         raise _TagError(str(error)) from error
+
+
+def _least_bytes(format_name: str, total_samples: int, sample_rate: int, channels: int) -> int:
+    """A floor on the encoded size: exact for WAV's samples; for MP3, every frame at the
+    lowest bitrate (8 kbps in MPEG-2 and 2.5, 32 kbps in MPEG-1). Vorbis and FLAC can
+    shrink silence too far for a useful floor: they fail where the disk fills."""
+    if format_name == "WAV":
+        return 44 + total_samples * 2 * channels
+    if format_name == "MP3":
+        mpeg1 = sample_rate >= 32000
+        frame_samples, kbps, factor = (1152, 32, 144) if mpeg1 else (576, 8, 72)
+        frames = -(-total_samples // frame_samples)
+        return frames * (factor * kbps * 1000 // sample_rate)
+    return 0
 
 
 def write_audio(
@@ -374,6 +375,8 @@ def write_audio(
     if total_samples < 1:
         raise ValueError("an MP3 without frames is unreadable, so total_samples must be >= 1")
     _check_chapters(chapters, total_samples)
+    # a disk that cannot hold even the smallest such file fails now, not minutes of encoding later
+    check_space(path, _least_bytes(format_name, total_samples, sample_rate, channels))
     with atomic_path(path) as temp_path:
         try:
             _encode(
@@ -389,10 +392,14 @@ def write_audio(
             )
             if format_name != "WAV":
                 _tag(temp_path, format_name, title, artist, chapters, sample_rate)
-            # A short write (a full disk) is only logged by libsndfile's MP3 encoder, so
-            # check the finished file decodes to the full length before it replaces anything.
+            # libsndfile's MP3 encoder only logs a short write (it is stopped by the error
+            # its file layer records), so the finished file must also decode to full length
+            # before it replaces anything.
             decoded_samples = sf.info(str(temp_path)).frames
-        except (sf.LibsndfileError, _TagError) as error:
+        except (sf.LibsndfileError, _TagError, _WriteFailed) as error:
+            system = _os_error_in(error)
+            if system is not None:  # mutagen wraps the OSError of a full disk
+                raise AudioError(describe_os_error(path, system)) from error
             raise AudioError(f"cannot write '{path}': {error}") from error
         if decoded_samples != total_samples:
             raise AudioError(
@@ -421,16 +428,25 @@ def write_captions(path: Path, captions: Sequence[Caption], sample_rate: int = S
         temp_path.write_text("\n\n".join(blocks) + "\n", encoding="utf-8", newline="\n")
 
 
+def _check_playlist_name(playlist: Path, file_name: str) -> None:
+    """An M3U line ends at a line break, and percent-escaping one is read by some players
+    and not others: such a name is refused, in one line, before anything is written."""
+    if any(c in file_name for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
+        raise UsageError(f"cannot write the playlist '{playlist}': the file name {file_name!r} "
+                         "holds a line break, which an M3U playlist cannot hold; rename the "
+                         "routine file")
+
+
 def write_playlist(path: Path, entries: Sequence[tuple[str, str, float]]) -> None:
     """An extended M3U of (title, relative file name, duration in seconds) entries.
 
     UTF-8 always (name it .m3u8 for players that insist); a line break in a title or
-    a file name would corrupt the list, so titles are flattened and names refused.
+    a file name would corrupt the list, so titles are flattened and names refused
+    (UsageError).
     """
     lines = ["#EXTM3U"]
     for title, file_name, duration_seconds in entries:
-        if "\n" in file_name or "\r" in file_name:
-            raise ValueError(f"playlist file name contains a line break: {file_name!r}")
+        _check_playlist_name(path, file_name)
         flat_title = " ".join(title.split())
         lines.append(f"#EXTINF:{math.floor(duration_seconds + 0.5)},{flat_title}")
         lines.append(file_name)
@@ -474,10 +490,18 @@ def _no_progress(total: int, label: str) -> Iterator[Callable[[int], None] | Non
     yield None
 
 
+def _check_outputs(audio: Path, captions: bool, *others: Path) -> None:
+    """Before any rendering: an unknown extension, or a path that cannot be a regular file
+    (a device, a FIFO, a directory), fails at once and every file is left as it was."""
+    format_for(audio)
+    for path in (audio, *([audio.with_suffix(".vtt")] if captions else []), *others):
+        check_target(path)
+
+
 def write_session(session: Session, path: Path, *, channels: int = 1, captions: bool = False,
                   progress: bool = False) -> list[Path]:
     """Write one session's audio (and captions); returns the files written."""
-    format_for(path)  # an unknown extension fails before any rendering
+    _check_outputs(path, captions)
     timeline = session.timeline
     chapters = [Chapter(s.title, s.start, s.end) for s in timeline.sections]
     rendering = session.rendering
@@ -498,12 +522,12 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
 
 def export_one(routine: str, output: Path | None, options: dict[str, Any], *, channels: int = 1,
                captions: bool = False, progress: bool = False) -> list[Path]:
-    if output is not None and not output.is_dir():
-        format_for(output)  # a mistyped extension fails before any speech is made
+    if output is not None and not is_dir(output):
+        _check_outputs(output, captions)  # before any speech is made
     session = _session(routine, options["variation"], options, progress)
     if output is None:
         output = Path(f"{session.routine.id}-{session.timeline.variation}.mp3")
-    elif output.is_dir():
+    elif is_dir(output):
         output = output / f"{session.routine.id}-{session.timeline.variation}.mp3"
     return write_session(session, output, channels=channels, captions=captions, progress=progress)
 
@@ -513,20 +537,24 @@ def export_all(routine: str, folder: Path, fmt: str, options: dict[str, Any], *,
     """One file per variation and an M3U playlist of them, in `folder`."""
     from .load import load
 
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--all-variations needs a directory for -o, and '{folder}' is a file")
-    if not folder.is_dir():
+    if not is_dir(folder):
+        if os.path.lexists(folder):
+            raise UsageError(f"--all-variations needs a directory for -o, and '{folder}' is a file")
         raise UsageError(f"cannot write to '{folder}': directory does not exist")
     loaded = load(routine)
+    playlist = folder / f"{loaded.id}.m3u"
+    paths = [folder / f"{loaded.id}-{variation.name}.{fmt}" for variation in loaded.variations]
+    for path in paths:  # before any rendering: names the playlist cannot hold, devices, FIFOs
+        _check_playlist_name(playlist, path.name)
+        _check_outputs(path, captions)
+    check_target(playlist)
     written: list[Path] = []
     entries: list[tuple[str, str, float]] = []
-    for variation in loaded.variations:
+    for variation, path in zip(loaded.variations, paths, strict=True):
         session = _session(loaded, variation.name, options, progress)
-        path = folder / f"{loaded.id}-{variation.name}.{fmt}"
         written += write_session(session, path, channels=channels, captions=captions,
                                  progress=progress)
         entries.append((f"{loaded.title}: {variation.title}", path.name,
                         session.timeline.duration_s))
-    playlist = folder / f"{loaded.id}.m3u"
     write_playlist(playlist, entries)
     return written + [playlist]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from .errors import VoicecoachError
+from .files import write_atomically
 from .model import Amount, Range
 
 T = TypeVar("T")
@@ -402,6 +403,10 @@ def record(entry: SessionEntry, db_path: Path | None = None) -> HistoryWarning |
     path = db_path or default_db_path()
 
     def insert(db: sqlite3.Connection) -> None:
+        try:  # a row `history` cannot read makes it refuse the file: so does `play`
+            _select(db, None)
+        except (ValueError, TypeError):
+            raise _not_ours(path) from None
         db.execute(_INSERT, (entry.routine_id, entry.routine_title, entry.variation, entry.level,
                              entry.started_utc, float(entry.played_s), entry.ended,
                              entry.stopped_at_step, entry.planned_s))
@@ -445,12 +450,26 @@ def _select(db: sqlite3.Connection, routine_id: str | None) -> list[SessionEntry
     where, args = (" WHERE routine_id = ?", (routine_id,)) if routine_id is not None else ("", ())
     rows = db.execute(_SELECT + where + " ORDER BY started_at DESC, id DESC", args).fetchall()
     return [
-        SessionEntry(routine_id=r[1], routine_title=r[2], variation=r[3], level=r[4],
-                     started_at=datetime.fromisoformat(r[5]), played_s=float(r[6]), ended=r[7],
-                     stopped_at_step=r[8], planned_s=None if r[9] is None else float(r[9]),
-                     id=int(r[0]))
+        SessionEntry(routine_id=_text(r[1]), routine_title=_text(r[2]), variation=_text(r[3]),
+                     level=_text(r[4]), started_at=datetime.fromisoformat(_text(r[5])),
+                     played_s=_real(r[6]), ended=r[7],
+                     stopped_at_step=None if r[8] is None else _text(r[8]),
+                     planned_s=None if r[9] is None else _real(r[9]), id=int(r[0]))
         for r in rows
     ]
+
+
+def _text(value: object) -> str:
+    """A TEXT column as written by `record`; anything else (a BLOB) makes the row unreadable."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _real(value: object) -> float:
+    if not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {type(value).__name__}")
+    return float(value)
 
 
 def _read_only(path: Path, routine_id: str | None, version: int) -> list[SessionEntry]:
@@ -493,14 +512,14 @@ def sessions(routine_id: str | None = None, db_path: Path | None = None) -> list
             db.close()
     except (sqlite3.Error, OSError) as e:
         raise _as_history_error(path, e) from None
-    except ValueError:  # a row this version cannot read (a date that is not ISO 8601)
+    except (ValueError, TypeError):  # a row this version cannot read (a date that is not ISO 8601)
         raise _not_ours(path) from None
 
 
 def export_csv(output: Path, routine_id: str | None = None, db_path: Path | None = None) -> int:
     """Write every session (oldest first) with a header row; returns how many.
 
-    Written whole or not at all: a temporary file beside the target, then a rename.
+    Written whole or not at all, and only as a regular file (see `files.atomic_path`).
     """
     entries = list(reversed(sessions(routine_id, db_path)))
     buffer = io.StringIO(newline="")
@@ -512,39 +531,8 @@ def export_csv(output: Path, routine_id: str | None = None, db_path: Path | None
                          row["started_at"], row["played_s"],
                          "" if row["planned_s"] is None else row["planned_s"], row["ended"],
                          row["stopped_at_step"] or ""])
-    _write_atomically(output, buffer.getvalue().encode("utf-8"))
+    write_atomically(output, buffer.getvalue().encode("utf-8"))
     return len(entries)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    if path.is_dir():
-        raise HistoryError(f"cannot write {path}: it is a directory")
-    temp = path.with_name(f".{path.name}.part-{secrets.token_hex(4)}")
-    try:
-        # 0o666 less the umask, like any file the person writes (mkstemp would give 0o600)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except OSError as e:
-        with suppress(OSError):
-            temp.unlink(missing_ok=True)
-        raise HistoryError(f"cannot write {path}: {_reason(e)}") from None
-    except BaseException:
-        with suppress(OSError):
-            temp.unlink(missing_ok=True)
-        raise
-    with suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --- what the sessions add up to ---------------------------------------------------------------

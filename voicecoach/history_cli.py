@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import handled
+from .cli_common import handled, json_printable, printable
 from .errors import VoicecoachError
 
 if TYPE_CHECKING:
@@ -90,8 +90,9 @@ def table_lines(entries: Sequence[SessionEntry], *, with_routine: bool) -> list[
     from .history import local
 
     header = ["When", "Routine", "Variation", "Level", "Played", "Ended"]
-    rows = [[f"{local(e.started_at):%a %Y-%m-%d %H:%M}", e.routine_id, e.variation, e.level,
-             _clock(e.played_s), _ended_text(e)] for e in entries]
+    rows = [[f"{local(e.started_at):%a %Y-%m-%d %H:%M}", printable(e.routine_id),
+             printable(e.variation), printable(e.level), _clock(e.played_s),
+             printable(_ended_text(e))] for e in entries]
     if not with_routine:
         header.pop(1)
         for row in rows:
@@ -139,7 +140,7 @@ def chart_lines(summary: Summary) -> list[str]:
 def summary_lines(summary: Summary) -> list[str]:
     target = summary.target
     this_week = summary.this_week.sessions
-    lines = [f"{summary.routine_id}: {summary.title}"]
+    lines = [printable(f"{summary.routine_id}: {summary.title}")]
     lines.append(f"  This week  {this_week} of {target}" if target else f"  This week  {this_week}")
     if summary.streak_weeks is not None:
         lines.append(f"  Streak     {_plural(summary.streak_weeks, 'week')} on target")
@@ -207,10 +208,10 @@ def history(routine: str | None, as_json: bool, limit: int, weeks: int, export_t
         summaries.append(lib.summarize(mine, rid, title, target, now, weeks=weeks))
     if as_json:
         data = lib.history_json(entries, summaries, routine_id=routine_id, limit=limit)
-        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        click.echo(json_printable(json.dumps(data, indent=2, ensure_ascii=False)))
         return
     if not entries:
-        click.echo(f"No sessions of {routine_id} recorded yet." if routine_id
+        click.echo(f"No sessions of {printable(routine_id)} recorded yet." if routine_id
                    else "No sessions recorded yet.")
         return
     shown = entries if limit == 0 else entries[:limit]
@@ -232,7 +233,7 @@ def _forget(routine_id: str | None, db_path: Path, yes: bool) -> None:
         click.echo("Nothing to forget.")
         return
     what = (f"all {_plural(count, 'session')} in the history" if routine_id is None
-            else f"the {_plural(count, 'session')} of {routine_id}")
+            else f"the {_plural(count, 'session')} of {printable(routine_id)}")
     if not yes and not click.confirm(f"Forget {what}?", default=False):
         click.echo("Nothing forgotten.")
         return

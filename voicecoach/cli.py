@@ -66,21 +66,24 @@ def _session_options(f: F) -> F:
                      help="Speaking rate in words per minute (default 160)."),
         click.option("--volume", type=FiniteRange(0.1, 1.0), default=1.0, show_default=True,
                      help="Voice level against the tones, 0.1 to 1."),
+        click.option("--brief", is_flag=True,
+                     help="Leave out the background; every instruction and safety line stays."),
     ]
     for decorator in reversed(decorators):
         f = decorator(f)
     return f
 
 
-def _prepare(routine: str, variation: str | None, level: str, hold_s: float | None,
+def _prepare(routine: Any, variation: str | None, level: str, hold_s: float | None,
              reps: int | None, voice: str | None, rate_wpm: int | None, volume: float,
-             engine: str, progress: bool = False) -> Any:
+             engine: str, brief: bool, progress: bool = False,
+             greeting: tuple[str, ...] = (), farewell: tuple[str, ...] = ()) -> Any:
     from .compile import Options
     from .pipeline import VoiceSettings, prepare
 
     from .export import progress_bar
 
-    session = prepare(routine, variation, Options(level, hold_s, reps),
+    session = prepare(routine, variation, Options(level, hold_s, reps, brief, greeting, farewell),
                       VoiceSettings(voice, rate_wpm, volume, engine),
                       progress=progress_bar if progress else None)
     tell_adapted(session.timeline.notices)
@@ -268,25 +271,45 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
 @click.argument("routine")
 @_session_options
 @click.option("--no-log", is_flag=True, help="Do not record this session in the history.")
+@click.option("--full", is_flag=True, help="The whole session, even once it would be brief.")
+@click.option("--brief-after", type=click.IntRange(0, 1000), default=3, show_default=True,
+              metavar="N", help="Be brief by itself once the routine was completed N times "
+                                "(0: never).")
 @handled
-def play(routine: str, no_log: bool, **options: Any) -> None:
+def play(routine: str, no_log: bool, full: bool, brief_after: int, **options: Any) -> None:
     """Coach ROUTINE out loud through the sound device, hands-free.
 
     On a terminal: space pauses and resumes, n skips to the next step, b restarts
     the current step, q quits. Without a terminal it plays straight through.
-    Every session is recorded for `voicecoach history` unless --no-log.
+    Every session is recorded for `voicecoach history` unless --no-log. A routine
+    with a weekly dosage opens with where you stand this week and closes with the
+    week's count and streak. Once you have completed a routine --brief-after times,
+    its sessions are brief (the background left out) unless --full.
 
     \b
     Example:
         voicecoach play mid-back-knot --variation floor
         voicecoach play upper-back-knot --level low --no-log
+        voicecoach play mid-back-knot --full
     """
     from datetime import UTC, datetime
 
     from .backends import open_player
+    from .history import Target, coaching
+    from .load import load
     from .play import Coach, run
 
-    session = _prepare(routine, **options, progress=sys.stderr.isatty())
+    loaded = load(routine)
+    target = Target.from_amount(loaded.dosage.sessions_per_week if loaded.dosage else None)
+    told = coaching(loaded.id, target, datetime.now(UTC))
+    greeting = told.greeting
+    if not options["brief"] and not full and brief_after and told.completed >= brief_after:
+        options["brief"] = True
+        greeting += ("A brief session today: you know the background by now.",)
+        click.echo(f"Brief session: you have completed this routine {told.completed} times "
+                   "(--full for the whole session).", err=True)
+    session = _prepare(loaded, **options, progress=sys.stderr.isatty(), greeting=greeting,
+                       farewell=told.farewell)
     _ = session.rendering.gain  # the same level as the export, decided before the first sound
     with open_player() as player:
         coach = Coach(session, player)

@@ -25,6 +25,13 @@ class Options:
     level: str = "middle"
     hold_s: float | None = None
     reps: int | None = None
+    brief: bool = False
+    """Leave out the background (the intro's explanations, the dosage's reasons); every
+    instruction and safety line is still said."""
+    greeting: tuple[str, ...] = ()
+    """Said after the title: where the person stands this week (play, from the history)."""
+    farewell: tuple[str, ...] = ()
+    """Said last."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class _Compiler:
 
     def line(self, line: Line, step: str, words: dict[str, str], label: str = "") -> None:
         text = line.for_variation(self.variation)
-        if text:
+        if text and not (self.options.brief and line.purpose == "background"):
             self.cues.append(Say(fill(text, words), step, label))
 
     def lines(self, lines: tuple[Line, ...], step: str, words: dict[str, str], label: str = "") -> None:
@@ -119,9 +126,12 @@ class _Compiler:
     def hold_window(self, seconds: float, during: tuple[Announce, ...], step: str,
                     words: dict[str, str], label: str, where: Where) -> None:
         marks = [Mark(Tone("hold_start", step, label), "start", 0.0, where)]
+        halfway = any(a.kind == "halfway" for a in during)
         for a in during:
             if a.kind in ("left", "after") and a.seconds >= seconds:
                 continue  # "ten seconds left" has no moment in an 8-second hold: it does not apply
+            if a.kind == "left" and (a.seconds > seconds / 2 or (halfway and a.seconds == seconds / 2)):
+                continue  # nor before the middle of a 12-second one, or on top of "halfway"
             if a.kind == "halfway":
                 marks.append(Mark(Say(fill(a.text, words), step, label), "start", seconds / 2, a.where))
             elif a.kind == "after":
@@ -135,7 +145,8 @@ class _Compiler:
         self.cues.append(Tone("hold_end", step, label))
 
     def phases(self, phases: tuple[Phase, ...], step: str, words: dict[str, str],
-               label: str, count: str | None) -> None:
+               label: str, count: str | None, milestone: str | None = None) -> None:
+        """One rep's phases; the first says the rep's number and its milestone, if any."""
         for phase in phases:
             if phase.arms:
                 if phase.say:
@@ -147,8 +158,8 @@ class _Compiler:
                         self.cues.append(Tone("switch", step, arm_label))
                         if phase.switch:
                             self.cues.append(Say(fill(phase.switch, arm_words), step, arm_label))
-                    self.phases(phase.phases, step, arm_words, arm_label, count)
-                    count = None
+                    self.phases(phase.phases, step, arm_words, arm_label, count, milestone)
+                    count = milestone = None
                 continue
             marks: list[Mark] = []
             if phase.hold is not None:
@@ -159,6 +170,10 @@ class _Compiler:
             if phase.say:
                 marks.append(Mark(Say(fill(phase.say, words), step, label), "follow" if marks else "start",
                                   0.0, phase.where))
+            if milestone:  # a coach's extra: said where it fits, never slowing the movement
+                marks.append(Mark(Say(milestone, step, label), "follow" if marks else "start",
+                                  0.0, phase.where, optional=True))
+                milestone = None
             if phase.hold is not None:
                 seconds = resolve(phase.hold, self.options.level)
                 self.cues.append(Timed(seconds, tuple(marks), phase.where, "hold"))
@@ -173,17 +188,21 @@ class _Compiler:
             self.hold_window(float(words["seconds"]), step.during, step.name, words, label, step.where)
         elif step.reps is not None:
             reps = int(words["reps"])
+            milestones = rep_milestones(reps) if (step.milestones is None and reps >= 10) \
+                or step.milestones else {}
             for rep in range(1, reps + 1):
                 rep_words = {**words, "rep": str(rep)}
                 rep_label = f"{label}, rep {rep} of {reps}" if label else f"rep {rep} of {reps}"
                 self.phases(step.tempo, step.name, rep_words, rep_label,
-                            str(rep) if step.count else None)
+                            str(rep) if step.count else None, milestones.get(rep))
 
     def step(self, step: Step) -> None:
         if step.only is not None and self.variation not in step.only:
             return
         name = step.name
         self.cues.append(Chapter(name))
+        if step.announce:
+            self.cues.append(Say(self.exercise_title(step), name))
         level = self.options.level
         words: dict[str, str] = {}
         if step.hold is not None:
@@ -230,11 +249,21 @@ class _Compiler:
                     self.work(step, side_words, label)
         self.lines(step.after, name, words)
 
+    def exercise_title(self, step: Step) -> str:
+        """"Exercise 3 of 5: Shoulder shrugs.": which exercise, and how many remain."""
+        announced = [s for s in self.routine.steps if s.announce
+                     and (s.only is None or self.variation in s.only)]
+        name = (step.announce or step.name).rstrip(".")
+        if len(announced) == 1:
+            return f"The exercise: {name}."
+        return f"Exercise {announced.index(step) + 1} of {len(announced)}: {name}."
+
     def run(self) -> Script:
         r = self.routine
         none: dict[str, str] = {}
         self.cues.append(Chapter("Introduction"))
         self.cues.append(Say(r.title.rstrip(".") + ".", "Introduction"))
+        self.cues.extend(Say(text, "Introduction") for text in self.options.greeting)
         self.lines(r.intro, "Introduction", none)
         if len(r.variations) > 1:
             title = next(v.title for v in r.variations if v.name == self.variation)
@@ -249,7 +278,24 @@ class _Compiler:
         if r.dosage:
             self.lines(r.dosage.say, "Finish", none)
         self.lines(r.safety_end, "Finish", none)
+        self.cues.extend(Say(text, "Finish") for text in self.options.farewell)
         return Script(r.id, r.title, self.variation, tuple(self.cues))
+
+
+_FEW = {3: "Three", 5: "Five"}
+
+
+def rep_milestones(reps: int) -> dict[int, str]:
+    """What a coach says as the reps go by, by the rep it is said at the start of: halfway
+    (half done), a few to go (counting this one), the last one."""
+    said = {reps: "Last one!"}
+    few = 5 if reps >= 20 else 3
+    half = reps // 2 + 1
+    if reps - few + 1 > half:
+        said.setdefault(reps - few + 1, f"{_FEW[few]} to go.")
+    if reps >= 4:
+        said.setdefault(half, "Halfway.")
+    return said
 
 
 def check_variation(routine: Routine, variation: str | None) -> str:

@@ -465,7 +465,7 @@ def _session(routine: Any, variation: str | None, options: dict[str, Any],
 
     session = prepare(
         routine, variation,
-        Options(options["level"], options["hold_s"], options["reps"]),
+        Options(options["level"], options["hold_s"], options["reps"], options["brief"]),
         VoiceSettings(options["voice"], options["rate_wpm"], options["volume"], options["engine"]),
         progress=progress_bar if progress else None,
     )

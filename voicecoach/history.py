@@ -85,6 +85,10 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # --- values ----------------------------------------------------------------------------------
 
+COUNTS_FROM = 0.5
+"""The share of a stopped session that must have been played for it to count."""
+
+
 @dataclass(frozen=True)
 class SessionEntry:
     """One played session. `id` is set on entries read back from the database."""
@@ -107,6 +111,14 @@ class SessionEntry:
             raise ValueError("started_at must carry a time zone (use datetime.now(UTC))")
         if not self.played_s >= 0:
             raise ValueError(f"played_s must be 0 or more, got {self.played_s}")
+
+    @property
+    def counts(self) -> bool:
+        """Whether it counts toward the week's dosage: completed, or stopped after at least
+        half of it was played (a session stopped after four seconds is not a session)."""
+        if self.ended == "completed":
+            return True
+        return bool(self.planned_s) and self.played_s >= COUNTS_FROM * (self.planned_s or 0)
 
     @property
     def started_utc(self) -> str:
@@ -558,10 +570,11 @@ def summarize(entries: Iterable[SessionEntry], routine_id: str, title: str,
     """
     mine = [e for e in entries if e.routine_id == routine_id]
     counts: Counter[date] = Counter()
+    counted = [e for e in mine if e.counts]
     played: dict[date, float] = defaultdict(float)
     for e in mine:
         start = week_start(local(e.started_at, tz).date())
-        counts[start] += 1
+        counts[start] += e.counts
         played[start] += e.played_s
     current = week_start(local(now, tz).date())
     shown = []
@@ -572,7 +585,7 @@ def summarize(entries: Iterable[SessionEntry], routine_id: str, title: str,
                           current=back == 0))
     streak = None
     if target is not None:
-        first = min(counts, default=current)
+        first = min((week_start(local(e.started_at, tz).date()) for e in counted), default=current)
         streak = 1 if target.met(counts[current]) else 0
         start = current - timedelta(weeks=1)
         while start >= first and target.met(counts[start]):
@@ -629,3 +642,59 @@ def progress_phrase(routine_id: str, now: datetime, db_path: Path | None = None,
     done = sum(1 for e in past if week_start(local(e.started_at, tz).date()) == this_week
                and e.started_at <= now)
     return f"This is your {ordinal(done + 1)} session this week."
+
+
+_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+          "eleven", "twelve", "thirteen", "fourteen")
+
+
+def _say_number(x: float) -> str:
+    return _WORDS[int(x)] if float(x).is_integer() and 0 <= x < len(_WORDS) else _number(x)
+
+
+def _say_target(target: Target) -> str:
+    if target.low == target.high:
+        return _say_number(target.low)
+    return f"{_say_number(target.low)} to {_say_number(target.high)}"
+
+
+@dataclass(frozen=True)
+class Coaching:
+    """What the coach says about the person's progress, from the history, and how often
+    they have completed the routine (a returning person gets the brief session)."""
+
+    greeting: tuple[str, ...] = ()
+    farewell: tuple[str, ...] = ()
+    completed: int = 0
+
+
+def coaching(routine_id: str, target: Target | None, now: datetime,
+             db_path: Path | None = None, tz: tzinfo | None = None) -> Coaching:
+    """"Welcome back: your second session this week, of three to four." at the start, and
+    the week's count and streak at the end, counting this session as done. A history that
+    cannot be read says nothing (`record` warns at the end): the coach never stalls on it."""
+    try:
+        past = [e for e in sessions(routine_id, db_path) if e.started_at <= now]
+    except (HistoryError, sqlite3.Error, OSError):
+        return Coaching()
+    completed = sum(1 for e in past if e.ended == "completed")
+    if target is None:  # progress is told against the routine's dosage; without one, none
+        return Coaching(completed=completed)
+    of = f", of {_say_target(target)}"
+    summary = summarize(past, routine_id, "", target, now, weeks=1, tz=tz)
+    this_week = summary.this_week.sessions + 1
+    hello = "Welcome back" if past else "Welcome"
+    greeting = f"{hello}: your {ordinal(this_week)} session this week{of}."
+    farewell = [f"That makes {_say_number(this_week)} this week{of}."]
+    with_this = summarize(past + [_this_session(routine_id, now)], routine_id, "", target,
+                          now, weeks=1, tz=tz)
+    if with_this.this_week.on_target and not summary.this_week.on_target:
+        farewell.append("You are on target for the week.")
+    streak = with_this.streak_weeks or 0
+    if streak >= 2:
+        farewell.append(f"That is {_say_number(streak)} weeks in a row on target. Keep it up.")
+    return Coaching((greeting,), tuple(farewell), completed)
+
+
+def _this_session(routine_id: str, now: datetime) -> SessionEntry:
+    return SessionEntry(routine_id, "", "", "middle", now, 0.0, "completed")

@@ -25,6 +25,7 @@ from .model import (
     Dosage,
     Line,
     Phase,
+    Purpose,
     Range,
     Routine,
     Step,
@@ -277,14 +278,15 @@ class _Builder:
             self.doc.add(path, problem)
         return text
 
-    def lines(self, value: Any, path: Key, allowed: set[str]) -> tuple[Line, ...]:
+    def lines(self, value: Any, path: Key, allowed: set[str],
+              purpose: Purpose = "instruction") -> tuple[Line, ...]:
         self.split_sentences(value, path)
         out = []
         for i, item in enumerate(value or []):
             p = path + (i,)
             where = self.doc.where(p)
             if isinstance(item, str):
-                out.append(Line(self.template(item, p, allowed), where=where))
+                out.append(Line(self.template(item, p, allowed), where=where, purpose=purpose))
                 continue
             text = item["text"]
             if isinstance(text, dict):
@@ -293,7 +295,8 @@ class _Builder:
                     self.template(words, p + ("text", name), allowed)
             else:
                 self.template(text, p + ("text",), allowed)
-            out.append(Line(text, self.only(item.get("only"), p + ("only",)), where))
+            out.append(Line(text, self.only(item.get("only"), p + ("only",)), where,
+                            item.get("purpose", purpose)))
         return tuple(out)
 
     def split_sentences(self, value: Any, path: Key) -> None:
@@ -402,6 +405,8 @@ class _Builder:
             reps=g(lambda: self.amount(item["reps"], path + ("reps",), whole=True) if "reps" in item
                    else None, _NO_AMOUNT),
             count=bool(item.get("count", True)),
+            milestones=g(lambda: item.get("milestones", defaults.get("milestones")), None),
+            announce=g(lambda: self.announce(item, defaults), None),
             tempo=g(lambda: self.phases(item.get("tempo"), path + ("tempo",), rep_words), ()),
             sides=g(lambda: tuple(item.get("sides", ())), ()),
             switch=g(lambda: self.template(item.get("switch", "Switch sides: your {side} side."),
@@ -413,6 +418,13 @@ class _Builder:
             after=g(lambda: self.lines(item.get("after"), path + ("after",), after_words), ()),
             where=self.doc.where(path),
         )
+
+    @staticmethod
+    def announce(item: dict[str, Any], defaults: dict[str, Any]) -> str | None:
+        said = item.get("announce", defaults.get("announce", True))
+        if said is True:
+            return str(item["name"])
+        return said if isinstance(said, str) else None
 
     def safely(self, make: Callable[..., _T], default: _T, *args: Any) -> _T:
         """Build one part; after the schema found problems, a part of the wrong shape was
@@ -459,16 +471,16 @@ class _Builder:
             variations=self.variations,
             equipment=g(lambda: self.lines(data.get("equipment"), ("equipment",), none), ()),
             dosage=dosage,
-            intro=g(lambda: self.lines(data.get("intro"), ("intro",), none), ()),
-            safety_start=g(lambda: self.lines(safety.get("start"), ("safety", "start"), none), ()),
-            safety_end=g(lambda: self.lines(safety.get("end"), ("safety", "end"), none), ()),
+            intro=g(lambda: self.lines(data.get("intro"), ("intro",), none, "background"), ()),
+            safety_start=g(lambda: self.lines(safety.get("start"), ("safety", "start"), none, "safety"), ()),
+            safety_end=g(lambda: self.lines(safety.get("end"), ("safety", "end"), none, "safety"), ()),
             finish=g(lambda: self.lines(data.get("finish"), ("finish",), none), ()),
             sounds=g(lambda: self.sounds(data.get("sounds") or {}), {}),
         )
 
     def dosage(self, d: dict[str, Any]) -> Dosage:
         return Dosage(
-            say=self.lines(d["say"], ("dosage", "say"), set()),
+            say=self.lines(d["say"], ("dosage", "say"), set(), "background"),
             **{k: self.amount(d[k], ("dosage", k), whole=True)
                for k in ("reps", "sessions_per_week", "weeks") if k in d},
         )

@@ -40,6 +40,7 @@ class Range:
 
 
 Amount = float | Range
+Purpose = Literal["background", "instruction", "safety"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Line:
     text: str | dict[str, str]
     only: frozenset[str] | None = None
     where: Where = NOWHERE
+    purpose: Purpose = "instruction"
+    """Background is left out of a brief session; instructions and safety never are."""
 
     def for_variation(self, variation: str) -> str | None:
         if self.only is not None and variation not in self.only:
@@ -91,6 +94,11 @@ class Step:
     during: tuple[Announce, ...] = ()
     reps: Amount | None = None
     count: bool = True
+    milestones: bool | None = None
+    """Halfway, a few to go, the last one; None: for ten reps or more."""
+    announce: str | None = None
+    """The exercise's spoken name, said with its place before its instructions; None: not
+    announced (a set-up step)."""
     tempo: tuple[Phase, ...] = ()
     sides: tuple[str, ...] = ()
     switch: str = ""

@@ -95,9 +95,9 @@ class Coach:
         label = timeline.events[i].label if i >= 0 and timeline.events[i].step == section.title else ""
         hold = next(((a, b) for a, b in self._holds if a <= pos < b), None)
         if hold:
-            left = f"hold {(hold[1] - pos) / sr:.0f} s left"
+            left = f"hold {_whole_seconds(hold[1] - pos, sr)} s left"  # a 1-second hold says 1
         else:
-            left = f"{max(0, section.end - pos) / sr:.0f} s left in step"
+            left = f"{_whole_seconds(max(0, section.end - pos), sr)} s left in step"
         parts = [section.title, label, left, f"{100 * pos / max(1, self.total):.0f}%"]
         state = "paused · " if self.player.paused else ""
         return state + " · ".join(p for p in parts if p)
@@ -153,3 +153,8 @@ def run(coach: Coach, interactive: bool, out: TextIO = sys.stderr) -> str:
             out.write("\r\x1b[K")
             out.flush()
     return "stopped" if coach.quit else "completed"
+
+
+def _whole_seconds(samples: int, sample_rate: int) -> int:
+    """Seconds left as a countdown shows them: rounded up, so "0 s" only at the end."""
+    return -(-samples // sample_rate)

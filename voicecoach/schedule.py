@@ -174,7 +174,7 @@ def _place(window: Timed, start: int, length: int, event: Callable[[Say | Tone, 
         e = event(mark.cue, at)
         spills = e.end > start + length
         overlaps = at < previous_end
-        if (spills or overlaps) and not stretch:
+        if (spills or overlaps) and (not stretch or mark.optional):
             what = f"{e.value!r}" if e.kind == "speech" else f"the {e.value} tone"
             opening = not placed and mark.anchor == "start" and mark.seconds == 0
             if mark.optional or (notices is not None and not opening):

@@ -14,6 +14,7 @@ MAX_SECONDS = 3600
 MAX_COUNT = 1000
 NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
 RANGE_PATTERN = r"^\s*\d+(\.\d+)?\s*(-|–|to)\s*\d+(\.\d+)?\s*$"
+PURPOSES = ("background", "instruction", "safety")
 TONE_KINDS = ("hold_start", "hold_end", "switch", "countdown", "rest", "finish")
 
 
@@ -66,6 +67,13 @@ _LINE = {
                     ],
                 },
                 "only": {"$ref": "#/$defs/only"},
+                "purpose": {
+                    "enum": list(PURPOSES),
+                    "description": "background is left out of brief sessions; instruction and "
+                                   "safety never are (default: background in intro and dosage, "
+                                   "safety in safety, instruction elsewhere)",
+                    "x-expected": "one of " + ", ".join(PURPOSES),
+                },
             },
         },
     ],
@@ -142,6 +150,18 @@ _STEP: dict[str, Any] = {
         "reps": _count("repetitions"),
         "count": {"type": "boolean", "description": "say each rep's number (default true)",
                   "x-expected": "true or false"},
+        "milestones": {
+            "type": "boolean",
+            "description": "say halfway, a few to go and the last one as the reps go by "
+                           "(default: for ten reps or more)",
+            "x-expected": "true or false",
+        },
+        "announce": {
+            "description": "announce the exercise with its place ('Exercise 2 of 5: ...') before "
+                           "its instructions: true (default), false, or the name to say",
+            "x-expected": "true, false, or the name to say",
+            "anyOf": [{"type": "boolean"}, {"$ref": "#/$defs/text"}],
+        },
         "tempo": {"type": "array", "items": {"$ref": "#/$defs/phase"}, "minItems": 1,
                   "description": "the phases of one rep", "x-expected": "a list of phases"},
         "sides": {
@@ -214,6 +234,9 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "get_ready": _STEP["properties"]["get_ready"],
                 "during": _STEP["properties"]["during"],
+                "milestones": _STEP["properties"]["milestones"],
+                "announce": {"type": "boolean", "x-expected": "true or false",
+                             "description": "announce every exercise with its place (default true)"},
             },
         },
         "sounds": {

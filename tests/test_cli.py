@@ -42,8 +42,9 @@ def test_bad_routine_file_lists_every_problem(tmp_path: Path) -> None:
     assert code == 2
     assert err == (
         f"{path}:4:11: steps[0].hold: expected seconds or a range like 20-30, got 'soon'\n"
-        f"{path}:5:5: steps[0].hodl: unknown key 'hodl'; did you mean 'hold'? (allowed: after, between, "
-        "count, during, get_ready, hold, name, only, repeat, reps, rest, say, sets, sides, switch, tempo)\n"
+        f"{path}:5:5: steps[0].hodl: unknown key 'hodl'; did you mean 'hold'? (allowed: after, announce, "
+        "between, count, during, get_ready, hold, milestones, name, only, repeat, reps, rest, say, sets, "
+        "sides, switch, tempo)\n"
     )
     code, _, err2 = run("show", str(path))
     assert (code, err2) == (2, err)

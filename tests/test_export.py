@@ -17,19 +17,18 @@ import numpy.typing as npt
 import pytest
 import soundfile as sf
 
-from voicecoach import SAMPLE_RATE, export
-from voicecoach.errors import UsageError, VoicecoachError
-from voicecoach.export import (
+from voicecoach import SAMPLE_RATE, audiofile
+from voicecoach.audiofile import (
     FORMATS,
     Caption,
     Chapter,
-    PlaylistEntry,
-    atomic_path,
     format_for,
     write_audio,
     write_captions,
     write_playlist,
 )
+from voicecoach.errors import UsageError, VoicecoachError
+from voicecoach.files import atomic_path
 
 ALL_EXTENSIONS = [".wav", ".flac", ".ogg", ".mp3"]
 LOSSLESS = {".wav", ".flac"}
@@ -354,7 +353,7 @@ def test_failure_while_tagging_leaves_no_file(
     def broken_tagger(*_args: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export, "_tag_mp3", broken_tagger)
+    monkeypatch.setattr(audiofile, "_tag_mp3", broken_tagger)
     path = tmp_path / "session.mp3"
     path.write_bytes(b"old")
     with pytest.raises(KeyboardInterrupt):
@@ -490,7 +489,7 @@ def test_playlist_content(tmp_path: Path) -> None:
     write_playlist(
         path,
         [
-            PlaylistEntry("Back knots — kneeling", "back-knots-kneeling.mp3", 612.4),
+            ("Back knots — kneeling", "back-knots-kneeling.mp3", 612.4),
             ("Against a wall", "wall.mp3", 90.5),
             ("Two\nlines", "two.mp3", 0.49),
         ],

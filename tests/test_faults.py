@@ -33,7 +33,7 @@ from tests.pulse import PulseServer
 from voicecoach import SAMPLE_RATE
 from voicecoach.compile import Options
 from voicecoach.errors import VoicecoachError
-from voicecoach.export import write_audio
+from voicecoach.audiofile import write_audio
 from voicecoach.files import STALE_AFTER_S, is_temp_name, sweep_stale
 from voicecoach.history import SessionEntry, record, sessions
 from voicecoach.pipeline import prepare

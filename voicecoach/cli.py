@@ -6,8 +6,10 @@ inside the commands that use them.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +24,16 @@ from .cli_common import (
     report,
     stop_on_signals,
     tell_adapted,
+    terminal_progress,
 )
 from .errors import VoicecoachError
 from .history_cli import history
+from .spec import Engine, Level, Options, SessionSpec, VoiceSettings
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from .pipeline import Session
     from .play import Coach
 
 
@@ -69,23 +74,26 @@ def _session_options(f: F) -> F:
         click.option("--brief", is_flag=True,
                      help="Leave out the background; every instruction and safety line stays."),
     ]
+
+    @functools.wraps(f)
+    def with_spec(*args: Any, routine: str, variation: str | None, level: Level,
+                  hold_s: float | None, reps: int | None, engine: Engine, voice: str | None,
+                  rate_wpm: int | None, volume: float, brief: bool, **kwargs: Any) -> Any:
+        spec = SessionSpec(routine, variation, Options(level, hold_s, reps, brief),
+                           VoiceSettings(voice, rate_wpm, volume, engine))
+        return f(*args, spec=spec, **kwargs)
+
     for decorator in reversed(decorators):
-        f = decorator(f)
-    return f
+        with_spec = decorator(with_spec)
+    return with_spec  # type: ignore[return-value]
 
 
-def _prepare(routine: Any, variation: str | None, level: str, hold_s: float | None,
-             reps: int | None, voice: str | None, rate_wpm: int | None, volume: float,
-             engine: str, brief: bool, progress: bool = False,
-             greeting: tuple[str, ...] = (), farewell: tuple[str, ...] = ()) -> Any:
-    from .compile import Options
-    from .pipeline import VoiceSettings, prepare
+def _open(spec: SessionSpec) -> Session:
+    """The session, with a progress bar on a terminal while speech is made, and a note of
+    what was adapted to the person's options."""
+    from .pipeline import open_session
 
-    from .export import progress_bar
-
-    session = prepare(routine, variation, Options(level, hold_s, reps, brief, greeting, farewell),
-                      VoiceSettings(voice, rate_wpm, volume, engine),
-                      progress=progress_bar if progress else None)
+    session = open_session(spec, progress=terminal_progress())
     tell_adapted(session.timeline.notices)
     return session
 
@@ -135,7 +143,7 @@ def list_cmd() -> None:
 @_session_options
 @click.option("--json", "as_json", is_flag=True, help="Print the timeline as JSON.")
 @handled
-def show(routine: str, as_json: bool, **options: Any) -> None:
+def show(spec: SessionSpec, as_json: bool) -> None:
     """Show the timeline of ROUTINE: when each line is said and each tone sounds.
 
     ROUTINE is a bundled routine's id or a path to a YAML file.
@@ -145,7 +153,7 @@ def show(routine: str, as_json: bool, **options: Any) -> None:
         voicecoach show mid-back-knot --variation wall
         voicecoach show upper-back-knot --level high --json
     """
-    timeline = _prepare(routine, **options).timeline
+    timeline = _open(spec).timeline
     if as_json:
         click.echo(json_printable(timeline.json_text()))
         return
@@ -170,7 +178,6 @@ def validate(files: tuple[Path, ...]) -> None:
     Example:
         voicecoach validate my-routine.yaml
     """
-    from .export import progress_bar
     from .load import load_file
     from .pipeline import check
 
@@ -178,7 +185,7 @@ def validate(files: tuple[Path, ...]) -> None:
     worst = 0
     for path in files:
         try:
-            check(load_file(path), progress=progress_bar if sys.stderr.isatty() else None)
+            check(load_file(path), progress=terminal_progress())
             click.echo(f"{path}: ok")
         except VoicecoachError as e:
             report(e)
@@ -237,8 +244,8 @@ def voices() -> None:
 @click.option("--format", "fmt", type=click.Choice(["mp3", "ogg", "flac", "wav"]), default="mp3",
               show_default=True, help="File type for --all-variations.")
 @handled
-def export(routine: str, output: Path | None, captions: bool, stereo: bool,
-           all_variations: bool, fmt: str, **options: Any) -> None:
+def export(spec: SessionSpec, output: Path | None, captions: bool, stereo: bool,
+           all_variations: bool, fmt: str) -> None:
     """Export ROUTINE to an audio file, to play on a phone or a speaker.
 
     The type follows the file's extension. Chapters (one per step) go into MP3, OGG
@@ -253,17 +260,18 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
     from .export import export_all, export_one
 
     channels = 2 if stereo else 1
-    show_progress = sys.stderr.isatty()
+    def notify(session: Session) -> None:
+        tell_adapted(session.timeline.notices)
+
     if all_variations:
-        if options["variation"]:
+        if spec.variation:
             raise click.UsageError("--all-variations and --variation do not go together")
-        for path in export_all(routine, output or Path("."), fmt, options,
-                                         channels=channels, captions=captions,
-                                         progress=show_progress):
-            click.echo(f"Wrote {path}")
-        return
-    for path in export_one(routine, output, options, channels=channels,
-                                     captions=captions, progress=show_progress):
+        written = export_all(spec, output or Path("."), fmt, channels=channels, captions=captions,
+                             progress=terminal_progress(), notify=notify)
+    else:
+        written = export_one(spec, output, channels=channels, captions=captions,
+                             progress=terminal_progress(), notify=notify)
+    for path in written:
         click.echo(f"Wrote {path}")
 
 
@@ -276,7 +284,7 @@ def export(routine: str, output: Path | None, captions: bool, stereo: bool,
               metavar="N", help="Be brief by itself once the routine was completed N times "
                                 "(0: never).")
 @handled
-def play(routine: str, no_log: bool, full: bool, brief_after: int, **options: Any) -> None:
+def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
     """Coach ROUTINE out loud through the sound device, hands-free.
 
     On a terminal: space pauses and resumes, n skips to the next step, b restarts
@@ -299,17 +307,18 @@ def play(routine: str, no_log: bool, full: bool, brief_after: int, **options: An
     from .load import load
     from .play import Coach, run
 
-    loaded = load(routine)
+    loaded = load(spec.routine) if isinstance(spec.routine, str) else spec.routine
     target = Target.from_amount(loaded.dosage.sessions_per_week if loaded.dosage else None)
     told = coaching(loaded.id, target, datetime.now(UTC))
+    brief = spec.options.brief
     greeting = told.greeting
-    if not options["brief"] and not full and brief_after and told.completed >= brief_after:
-        options["brief"] = True
+    if not brief and not full and brief_after and told.completed >= brief_after:
+        brief = True
         greeting += ("A brief session today: you know the background by now.",)
         click.echo(f"Brief session: you have completed this routine {told.completed} times "
                    "(--full for the whole session).", err=True)
-    session = _prepare(loaded, **options, progress=sys.stderr.isatty(), greeting=greeting,
-                       farewell=told.farewell)
+    session = _open(replace(spec, routine=loaded, options=replace(
+        spec.options, brief=brief, greeting=greeting, farewell=told.farewell)))
     _ = session.rendering.gain  # the same level as the export, decided before the first sound
     with open_player() as player:
         coach = Coach(session, player)
@@ -318,21 +327,21 @@ def play(routine: str, no_log: bool, full: bool, brief_after: int, **options: An
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
         except BaseException:  # Ctrl-C, SIGTERM, SIGHUP or a device failure: what was played counts
             if not no_log:
-                _log_session(coach, options["level"], started_at, "stopped")
+                _log_session(coach, started_at, "stopped")
             raise
     click.echo("Done." if ended == "completed" else "Stopped.", err=True)
     if not no_log:
-        _log_session(coach, options["level"], started_at, ended)
+        _log_session(coach, started_at, ended)
 
 
-def _log_session(coach: Coach, level: str, started_at: datetime, ended: str) -> None:
+def _log_session(coach: Coach, started_at: datetime, ended: str) -> None:
     """Record a played session; a history that cannot be written only warns."""
     from .history import SessionEntry, record
 
     session = coach.session
     warning = record(SessionEntry(
         routine_id=session.routine.id, routine_title=session.routine.title,
-        variation=session.timeline.variation, level=level, started_at=started_at,
+        variation=session.timeline.variation, level=session.spec.options.level, started_at=started_at,
         played_s=coach.played_s, ended="completed" if ended == "completed" else "stopped",
         stopped_at_step=None if ended == "completed" else coach.step_title(),
         planned_s=session.timeline.duration_s))

@@ -7,8 +7,8 @@ import functools
 import re
 import signal
 import sys
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -120,3 +120,16 @@ def handled(f: F) -> F:
             interrupted(e)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on the terminal's stderr (the library's `Progress`); yields its update."""
+    bar: Any = click.progressbar(length=total, label=label, file=sys.stderr)
+    with bar:
+        yield bar.update
+
+
+def terminal_progress() -> Callable[[int, str], Any] | None:
+    """A progress bar where stderr is a terminal; nothing where it is a pipe or a file."""
+    return progress_bar if sys.stderr.isatty() else None

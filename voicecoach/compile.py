@@ -13,26 +13,8 @@ from typing import Literal
 
 from .errors import RoutineError, UsageError
 from .model import Amount, Announce, Line, Phase, Range, Routine, Step, Where
+from .spec import LEVELS, Options
 from .template import agree, fill
-
-LEVELS = ("low", "middle", "high")
-
-
-@dataclass(frozen=True)
-class Options:
-    """What the person chose: where in each range to sit, and overrides."""
-
-    level: str = "middle"
-    hold_s: float | None = None
-    reps: int | None = None
-    brief: bool = False
-    """Leave out the background (the intro's explanations, the dosage's reasons); every
-    instruction and safety line is still said."""
-    greeting: tuple[str, ...] = ()
-    """Said after the title: where the person stands this week (play, from the history)."""
-    farewell: tuple[str, ...] = ()
-    """Said last."""
-
 
 @dataclass(frozen=True)
 class Say:

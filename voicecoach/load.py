@@ -62,8 +62,8 @@ class _Doc:
         self.marks: dict[Key, tuple[int, int]] = {}
         self.key_marks: dict[Key, tuple[int, int]] = {}
         self.problems: list[Problem] = []
-        self.flow: set[Key] = set()
-        """Where a [...] list was written: its items split at every comma."""
+        self.flow: dict[Key, set[int]] = {}
+        """Where a [...] list was written, and which of its items were not in quotes."""
 
     def forget(self) -> None:
         """Drop every mark and problem, to build again from the start."""
@@ -99,8 +99,9 @@ class _Doc:
                 out[key] = self.build(value_node, path + (key,), loader)
             return out
         if isinstance(node, yaml.SequenceNode):
-            if node.flow_style:
-                self.flow.add(path)
+            if node.flow_style:  # unquoted items of a [...] list: split at commas
+                self.flow[path] = {i for i, item in enumerate(node.value)
+                                   if isinstance(item, yaml.ScalarNode) and not item.style}
             return [self.build(item, path + (i,), loader) for i, item in enumerate(node.value)]
         return loader.construct_object(node)
 
@@ -302,9 +303,11 @@ class _Builder:
     def split_sentences(self, value: Any, path: Key) -> None:
         """`say: [Draw your chin back, hold, release.]` is three spoken lines, not one: a
         [...] list splits at commas. Text ending mid-sentence is that mistake."""
-        if path not in self.doc.flow or not isinstance(value, list) or len(value) < 2:
+        plain = self.doc.flow.get(path, set())
+        if not isinstance(value, list) or len(value) < 2:
             return
-        if all(not isinstance(v, str) or v.rstrip().endswith(_SENTENCE_ENDS) for v in value):
+        if all(i not in plain or not isinstance(v, str) or v.rstrip().endswith(_SENTENCE_ENDS)
+               for i, v in enumerate(value)):
             return
         parts = " / ".join(repr(v) for v in value if isinstance(v, str))
         self.doc.add(path, f"this [...] list splits its text at every comma into {len(value)} "

@@ -10,27 +10,22 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .compile import LEVELS, Options, Say, Script, Timed, compile_routine
+from .compile import Say, Script, Timed, compile_routine
 from .load import load
 from .model import Routine
 from .render import Rendering, ToneBank
 from .schedule import Timeline, schedule
 from .errors import Problem, RoutineError, UsageError
 from .speech import Espeak, PhraseCache, Synthesizer
-
-ENGINES = ("espeak", "piper")
-
-
-@dataclass(frozen=True)
-class VoiceSettings:
-    voice: str | None = None
-    rate_wpm: int | None = None
-    volume: float = 1.0
-    engine: str = "espeak"
+from .spec import ENGINES, LEVELS, Options, SessionSpec, VoiceSettings
 
 
 @dataclass
 class Session:
+    """A session ready to play or export: what was asked for, the routine it was made
+    from, its timeline, and its audio (rendered when its chunks are read)."""
+
+    spec: SessionSpec
     routine: Routine
     timeline: Timeline
     rendering: Rendering
@@ -65,6 +60,12 @@ Progress = Callable[[int, str], AbstractContextManager[Callable[[int], None] | N
 """Opens a progress display for a number of steps and a label; yields its update."""
 
 
+def open_session(spec: SessionSpec, *, cache: PhraseCache | None = None,
+                 progress: Progress | None = None) -> Session:
+    """The way in for a front end: the session a spec asks for (see `prepare`)."""
+    return prepare(spec.routine, spec.variation, spec.options, spec.voice, cache, progress)
+
+
 def prepare(routine: Routine | str, variation: str | None = None,
             options: Options = DEFAULT_OPTIONS, voice: VoiceSettings = DEFAULT_VOICE,
             cache: PhraseCache | None = None, progress: Progress | None = None) -> Session:
@@ -79,7 +80,8 @@ def prepare(routine: Routine | str, variation: str | None = None,
     tones = ToneBank(routine.sounds, _base_dir(routine))
     _synthesize(cache, _spoken(script), progress)
     timeline = schedule(script, cache.length, tones.length, adapt=not is_plain(options, voice))
-    return Session(routine, timeline, Rendering(timeline, cache, tones))
+    spec = SessionSpec(routine, script.variation, options, voice)
+    return Session(spec, routine, timeline, Rendering(timeline, cache, tones))
 
 
 def is_plain(options: Options, voice: VoiceSettings) -> bool:

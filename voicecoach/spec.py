@@ -1,0 +1,58 @@
+"""The session spec: everything a person chooses about a session, as one frozen value.
+
+The CLI (or any other front end) builds a `SessionSpec` once; `pipeline.open_session`
+takes it, and each stage takes the part it needs (compile its `Options`, speech its
+`VoiceSettings`). Adding an option is a field here and its use. Light on purpose: the
+CLI imports it to build the value without loading numpy or an engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, get_args
+
+if TYPE_CHECKING:
+    from .model import Routine
+
+Level = Literal["low", "middle", "high"]
+LEVELS: tuple[Level, ...] = get_args(Level)
+Engine = Literal["espeak", "piper"]
+ENGINES: tuple[Engine, ...] = get_args(Engine)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the person chose about the routine: where in each range to sit, overrides,
+    and what is said besides the routine's own words."""
+
+    level: Level = "middle"
+    hold_s: float | None = None
+    reps: int | None = None
+    brief: bool = False
+    """Leave out the background (the intro's explanations, the dosage's reasons); every
+    instruction and safety line is still said."""
+    greeting: tuple[str, ...] = ()
+    """Said after the title: where the person stands this week (play, from the history)."""
+    farewell: tuple[str, ...] = ()
+    """Said last."""
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    """The voice: engine, voice name (or a piper model path), rate and level."""
+
+    voice: str | None = None
+    rate_wpm: int | None = None
+    volume: float = 1.0
+    engine: Engine = "espeak"
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """One session to make: a routine (a bundled id, a path, or a loaded Routine), its
+    variation (None: the routine's default), the options and the voice."""
+
+    routine: str | Routine
+    variation: str | None = None
+    options: Options = field(default_factory=Options)
+    voice: VoiceSettings = field(default_factory=VoiceSettings)

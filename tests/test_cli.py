@@ -125,3 +125,13 @@ def test_help_does_not_import_heavy_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("seconds", "tenths", "shown"), [
+    (359.96, True, "6:00.0"), (359.96, False, "6:00"), (13585.0, True, "3:46:25.0"),
+    (3600.0, False, "1:00:00"), (5.04, True, "0:05.0"), (61.5, False, "1:02"),
+])
+def test_one_clock_for_every_time_shown(seconds: float, tenths: bool, shown: str) -> None:
+    from voicecoach.cli_common import clock
+
+    assert clock(seconds, tenths=tenths) == shown

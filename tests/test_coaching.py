@@ -246,3 +246,38 @@ def test_four_plays_become_brief_and_the_progress_line_changes(pulse_server: Pul
         ("Welcome back: your fourth session this week, of three to four.",),
     ]
     assert heard[3][0] < heard[2][0] - 3  # the background left out
+
+
+# -- The timeline keeps its structure --------------------------------------------------------
+
+def test_holds_rests_reps_and_sides_are_spans_the_status_line_reads() -> None:
+    from collections import Counter
+
+    from voicecoach.play import Coach
+
+    routine = loads("title: T\nsteps:\n  - name: A\n    sides: [left, right]\n    hold: 5\n"
+                    "    sets: 2\n    rest: 4\n  - name: B\n    reps: 3\n    tempo:\n"
+                    "      - say: Up.\n        seconds: 2\n      - hold: 1\n")
+    timeline = prepare(routine).timeline
+    assert Counter(s.kind for s in timeline.spans) == {"hold": 4 + 3, "rest": 1, "side": 4, "rep": 3}
+    tones = [e for e in timeline.events if e.kind == "tone"]
+    for span in timeline.spans:
+        if span.kind in ("hold", "rest"):  # exact, from its tone to the next hold-end tone
+            assert any(t.start == span.start and t.value in ("hold_start", "rest") for t in tones)
+            assert any(t.start == span.end and t.value == "hold_end" for t in tones)
+            assert span.end - span.start == {("A", "hold"): 5, ("A", "rest"): 4, ("B", "hold"): 1}[
+                (next(e.step for e in timeline.events if e.start == span.start), span.kind)] * SR
+    rest = next(s for s in timeline.spans if s.kind == "rest")
+    hold = next(s for s in timeline.spans if s.kind == "hold")
+
+    class At:  # the status line is a pure function of the position; no device needed here
+        paused = False
+        position_samples = 0
+
+    player = At()
+    coach = Coach(prepare(routine), player)  # type: ignore[arg-type]
+    player.position_samples = rest.start + SR // 2
+    assert "rest 4 s left" in coach.status()
+    player.position_samples = hold.end - SR // 2
+    assert "hold 1 s left" in coach.status()  # rounded up: 0 only when it has ended
+    assert "left side" in coach.status()

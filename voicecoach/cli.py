@@ -17,6 +17,7 @@ import click
 
 from .cli_common import (
     F,
+    clock,
     handled,
     interrupted,
     json_printable,
@@ -98,11 +99,6 @@ def _open(spec: SessionSpec) -> Session:
     return session
 
 
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(seconds, 60)
-    return f"{int(minutes):d}:{rest:04.1f}"
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="voicecoach")
 def cli() -> None:
@@ -135,7 +131,7 @@ def list_cmd() -> None:
         for v in routine.variations:
             length = prepare(routine, v.name).timeline.duration_s
             default = " (default)" if v.default else ""
-            click.echo(f"  {v.name}{default}: {v.title}, {_clock(length)[:-2]}")
+            click.echo(f"  {v.name}{default}: {v.title}, {clock(length)}")
 
 
 @cli.command()
@@ -159,10 +155,10 @@ def show(spec: SessionSpec, as_json: bool) -> None:
         return
     # the routine's own text is shown with control characters escaped (see `printable`)
     click.echo(f"{printable(timeline.title)} ({printable(timeline.variation)}), "
-               f"{_clock(timeline.duration_s)}")
+               f"{clock(timeline.duration_s, tenths=True)}")
     for e in timeline.events:
         what = e.value if e.kind == "speech" else f"[{e.value.replace('_', ' ')} tone]"
-        click.echo(f"{_clock(e.start / timeline.sample_rate):>7}  {printable(e.step)[:24]:<24}  "
+        click.echo(f"{clock(e.start / timeline.sample_rate, tenths=True):>7}  {printable(e.step)[:24]:<24}  "
                    f"{printable(what)}")
 
 

@@ -133,3 +133,13 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None] | Non
 def terminal_progress() -> Callable[[int, str], Any] | None:
     """A progress bar where stderr is a terminal; nothing where it is a pipe or a file."""
     return progress_bar if sys.stderr.isatty() else None
+
+
+def clock(seconds: float, *, tenths: bool = False) -> str:
+    """A time as people read it: 6:00 (rounded first, so never 5:60), 1:02:03 past an hour,
+    and with tenths of a second where the timeline needs them: 6:00.0."""
+    whole, tenth = divmod(round(seconds * 10), 10) if tenths else (round(seconds), 0)
+    hours, rest = divmod(int(whole), 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    return f"{text}.{tenth}" if tenths else text

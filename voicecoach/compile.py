@@ -7,11 +7,10 @@ The scheduler then gives every cue its time.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import RoutineError, UsageError
+from .errors import RoutineError, UsageError, did_you_mean
 from .model import Amount, Announce, Line, Phase, Range, Routine, Step, Where
 from .spec import LEVELS, Options
 from .template import agree, fill
@@ -67,7 +66,20 @@ class Timed:
     to fit its words when an option makes them longer."""
 
 
-Cue = Say | Tone | Wait | Chapter | Timed
+@dataclass(frozen=True)
+class Begin:
+    """A rep or a side starts here (the timeline keeps it as a span, for the status line)."""
+
+    kind: Literal["rep", "side"]
+    label: str
+
+
+@dataclass(frozen=True)
+class End:
+    """The innermost open rep or side ends here."""
+
+
+Cue = Say | Tone | Wait | Chapter | Timed | Begin | End
 
 
 @dataclass(frozen=True)
@@ -175,8 +187,10 @@ class _Compiler:
             for rep in range(1, reps + 1):
                 rep_words = {**words, "rep": str(rep)}
                 rep_label = f"{label}, rep {rep} of {reps}" if label else f"rep {rep} of {reps}"
+                self.cues.append(Begin("rep", rep_label))
                 self.phases(step.tempo, step.name, rep_words, rep_label,
                             str(rep) if step.count else None, milestones.get(rep))
+                self.cues.append(End())
 
     def step(self, step: Step) -> None:
         if step.only is not None and self.variation not in step.only:
@@ -222,6 +236,8 @@ class _Compiler:
                 if side_i:
                     self.cues.append(Tone("switch", name, label))
                     self.cues.append(Say(fill(step.switch, side_words), name, label))
+                if side:
+                    self.cues.append(Begin("side", label))
                 self.lines(step.say, name, side_words, label)
                 for r in range(repeat):
                     if r:
@@ -229,6 +245,8 @@ class _Compiler:
                     if step.get_ready_s:
                         self.cues.append(Wait(step.get_ready_s))
                     self.work(step, side_words, label)
+                if side:
+                    self.cues.append(End())
         self.lines(step.after, name, words)
 
     def exercise_title(self, step: Step) -> str:
@@ -285,11 +303,8 @@ def check_variation(routine: Routine, variation: str | None) -> str:
         return routine.default_variation
     names = routine.variation_names
     if variation not in names:
-        hint = difflib.get_close_matches(variation, names, n=1, cutoff=0.6)
-        did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
-        raise UsageError(
-            f"unknown variation '{variation}' for {routine.id}: {did_you_mean}valid: {', '.join(names)}"
-        )
+        raise UsageError(f"unknown variation '{variation}' for {routine.id}: "
+                         f"{did_you_mean(variation, names)}valid: {', '.join(names)}")
     return variation
 
 

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad routine.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 EXIT_RUNTIME = 1
@@ -58,3 +59,11 @@ class RoutineError(VoicecoachError):
 
 class AudioError(VoicecoachError):
     """Sound files, encoders, devices and TTS engines."""
+
+
+def did_you_mean(word: str, choices: Iterable[str], *, cutoff: float = 0.6) -> str:
+    """"did you mean 'hold'? " for the closest of `choices`, or "" when none is close."""
+    import difflib
+
+    hint = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return f"did you mean '{hint[0]}'? " if hint else ""

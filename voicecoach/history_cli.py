@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .cli_common import handled, json_printable, printable
+from .cli_common import clock, handled, json_printable, printable
 from .errors import VoicecoachError
 
 if TYPE_CHECKING:
@@ -33,11 +33,6 @@ def _now() -> datetime:
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}:{rest:02d}"
 
 
 Info = tuple[str | None, "Target | None"]
@@ -91,7 +86,7 @@ def table_lines(entries: Sequence[SessionEntry], *, with_routine: bool) -> list[
 
     header = ["When", "Routine", "Variation", "Level", "Played", "Ended"]
     rows = [[f"{local(e.started_at):%a %Y-%m-%d %H:%M}", printable(e.routine_id),
-             printable(e.variation), printable(e.level), _clock(e.played_s),
+             printable(e.variation), printable(e.level), clock(e.played_s),
              printable(_ended_text(e))] for e in entries]
     if not with_routine:
         header.pop(1)

@@ -7,7 +7,6 @@ depth are capped, and structure is checked against the JSON Schema the editors u
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import re
@@ -18,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import Problem, RoutineError, UsageError
+from .errors import Problem, RoutineError, UsageError, did_you_mean
 from .model import (
     Amount,
     Announce,
@@ -32,13 +31,13 @@ from .model import (
     Variation,
     Where,
 )
-from .schema import MAX_COUNT, MAX_SECONDS, SCHEMA
+from .schema import MAX_COUNT, MAX_SECONDS, RANGE_PATTERN, SCHEMA
 from .template import problems as template_problems
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
 IMPLICIT_VARIATION = Variation("standard", "Standard", default=True)
-_RANGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)\s*$")
+_RANGE = re.compile(RANGE_PATTERN)
 
 Key = tuple[str | int, ...]
 _T = TypeVar("_T")
@@ -188,9 +187,9 @@ def _report(error: Any, doc: _Doc) -> None:
             if not allowed:
                 doc.add(path + (key,), f"unknown key '{key}'", key=True)
                 continue
-            hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            did_you_mean = f"; did you mean '{hint[0]}'?" if hint else ""
-            doc.add(path + (key,), f"unknown key '{key}'{did_you_mean} (allowed: {', '.join(allowed)})", key=True)
+            hint = did_you_mean(key, allowed).rstrip()
+            doc.add(path + (key,), f"unknown key '{key}'{'; ' + hint if hint else ''} "
+                                   f"(allowed: {', '.join(allowed)})", key=True)
         return
     if kind == "required":
         missing = [k for k in schema.get("required", []) if isinstance(value, dict) and k not in value]
@@ -270,9 +269,8 @@ class _Builder:
     def check_variation(self, name: str, path: Key) -> None:
         names = self.names()
         if name not in names:
-            hint = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-            did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
-            self.doc.add(path, f"unknown variation '{name}': {did_you_mean}valid: {', '.join(names)}")
+            self.doc.add(path, f"unknown variation '{name}': {did_you_mean(name, names)}valid: "
+                               f"{', '.join(names)}")
 
     def template(self, text: str, path: Key, allowed: set[str]) -> str:
         for problem in template_problems(text, allowed):
@@ -672,10 +670,9 @@ def load(name: str) -> Routine:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists() or "/" in name:
         return load_file(path)
-    hint = difflib.get_close_matches(name, bundled_ids(), n=1, cutoff=0.5)
-    did_you_mean = f"did you mean '{hint[0]}'? " if hint else ""
     raise UsageError(
-        f"unknown routine '{name}': {did_you_mean}bundled routines: {', '.join(bundled_ids())}"
+        f"unknown routine '{name}': {did_you_mean(name, bundled_ids(), cutoff=0.5)}bundled "
+        f"routines: {', '.join(bundled_ids())}"
         " (or give a path to a .yaml file)"
     )
 

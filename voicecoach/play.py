@@ -32,9 +32,6 @@ class Coach:
         self.total = timeline.duration
         self._section_starts = [s.start for s in timeline.sections]
         self._event_starts = [e.start for e in timeline.events]
-        starts = [e.start for e in timeline.events if e.kind == "tone" and e.value == "hold_start"]
-        ends = [e.start for e in timeline.events if e.kind == "tone" and e.value == "hold_end"]
-        self._holds = list(zip(starts, ends, strict=False))
         self.quit = False
         self._started_at: float | None = None
         self._paused_at: float | None = None
@@ -93,9 +90,9 @@ class Coach:
         section = timeline.sections[self.section_index()]
         i = bisect.bisect_right(self._event_starts, pos) - 1
         label = timeline.events[i].label if i >= 0 and timeline.events[i].step == section.title else ""
-        hold = next(((a, b) for a, b in self._holds if a <= pos < b), None)
-        if hold:
-            left = f"hold {_whole_seconds(hold[1] - pos, sr)} s left"  # a 1-second hold says 1
+        timed = timeline.spans_at(pos, "hold") or timeline.spans_at(pos, "rest")
+        if timed:  # a 1-second hold says 1 s left, not 0
+            left = f"{timed.kind} {_whole_seconds(timed.end - pos, sr)} s left"
         else:
             left = f"{_whole_seconds(max(0, section.end - pos), sr)} s left in step"
         parts = [section.title, label, left, f"{100 * pos / max(1, self.total):.0f}%"]

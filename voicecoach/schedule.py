@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from . import SAMPLE_RATE
-from .compile import Chapter, Mark, Say, Script, Timed, Tone, Wait
+from .compile import Begin, Chapter, End, Mark, Say, Script, Timed, Tone, Wait
 from .errors import RoutineError
 from .model import Where
 
@@ -46,6 +46,20 @@ class Section:
     end: int
 
 
+SpanKind = Literal["hold", "rest", "rep", "side"]
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of the session with a structure: a hold or a rest (exact, from its tone),
+    a rep, a side. Play's status line reads these instead of rebuilding them."""
+
+    kind: SpanKind
+    start: int
+    end: int
+    label: str = ""
+
+
 @dataclass(frozen=True)
 class Timeline:
     routine_id: str
@@ -57,6 +71,13 @@ class Timeline:
     sample_rate: int = SAMPLE_RATE
     notices: tuple[str, ...] = ()
     """What was adapted to the person's options (an announcement left out, a phase slowed)."""
+    spans: tuple[Span, ...] = ()
+    """Holds, rests, reps and sides, by start (the exercises are `sections`)."""
+
+    def spans_at(self, sample: int, kind: SpanKind) -> Span | None:
+        """The innermost span of a kind around a sample, if any."""
+        inside = [s for s in self.spans if s.kind == kind and s.start <= sample < s.end]
+        return inside[-1] if inside else None
 
     @property
     def duration_s(self) -> float:
@@ -73,7 +94,9 @@ class Timeline:
             events.append(item)
         return {"routine": self.routine_id, "variation": self.variation,
                 "duration": round(self.duration / sr, 6), "sample_rate": sr, "events": events,
-                "notices": list(self.notices)}
+                "notices": list(self.notices),
+                "spans": [{"kind": s.kind, "start": round(s.start / sr, 6), "end": round(s.end / sr, 6),
+                           "label": s.label} for s in self.spans]}
 
     def json_text(self) -> str:
         return json.dumps(self.to_json(), indent=2, ensure_ascii=False)
@@ -117,9 +140,16 @@ def schedule(script: Script, speech_length: Callable[[str], int],
             return Event("speech", start, start + speech_length(cue.text), cue.text, cue.step, cue.label)
         return Event("tone", start, start + tone_length(cue.kind), cue.kind, cue.step, cue.label)
 
+    spans: list[Span] = []
+    open_spans: list[tuple[Begin, int]] = []
     for cue in script.cues:
         if isinstance(cue, Chapter):
             sections.append((cue.title, clock))
+        elif isinstance(cue, Begin):
+            open_spans.append((cue, clock))
+        elif isinstance(cue, End):
+            begun, at = open_spans.pop()
+            spans.append(Span(begun.kind, at, clock, begun.label))
         elif isinstance(cue, (Say, Tone)):
             e = event(cue, clock)
             events.append(e)
@@ -130,6 +160,9 @@ def schedule(script: Script, speech_length: Callable[[str], int],
             length = _samples(cue.seconds, sample_rate)
             placed, errors, length = _place(cue, clock, length, event, sample_rate,
                                             notices if adapt else None)
+            if cue.kind != "phase":
+                label = next((e.label for e in placed), "")
+                spans.append(Span(cue.kind, clock, clock + length, label))
             events.extend(placed)
             problems.extend(errors)
             clock += length
@@ -147,6 +180,7 @@ def schedule(script: Script, speech_length: Callable[[str], int],
         sections=tuple(Section(t, s, b) for (t, s), b in zip(sections, bounds, strict=True)),
         sample_rate=sample_rate,
         notices=notices.lines(),
+        spans=tuple(sorted(spans, key=lambda s: (s.start, -s.end))),
     )
 
 

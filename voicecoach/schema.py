@@ -13,7 +13,8 @@ from typing import Any
 MAX_SECONDS = 3600
 MAX_COUNT = 1000
 NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
-RANGE_PATTERN = r"^\s*\d+(\.\d+)?\s*(-|–|to)\s*\d+(\.\d+)?\s*$"
+RANGE_PATTERN = r"^\s*(\d+(?:\.\d+)?)\s*(?:-|–|to)\s*(\d+(?:\.\d+)?)\s*$"
+"""A range, "20-30" or "20 to 30": the schema's pattern, and the loader reads its two groups."""
 PURPOSES = ("background", "instruction", "safety")
 TONE_KINDS = ("hold_start", "hold_end", "switch", "countdown", "rest", "finish")
 

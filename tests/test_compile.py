@@ -173,6 +173,6 @@ def test_compile_is_pure_and_flat() -> None:
     script = compile_routine(load("upper-back-knot"), options=Options(level="low"))
     assert script == compile_routine(load("upper-back-knot"), options=Options(level="low"))
     kinds = {type(c).__name__ for c in script.cues}
-    assert kinds <= {"Say", "Tone", "Wait", "Chapter", "Timed"}
+    assert kinds <= {"Say", "Tone", "Wait", "Chapter", "Timed", "Begin", "End"}
     timed = [c for c in script.cues if isinstance(c, Timed)]
     assert all(isinstance(m.cue, (Say, Tone)) for t in timed for m in t.marks)

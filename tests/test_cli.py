@@ -135,3 +135,11 @@ def test_one_clock_for_every_time_shown(seconds: float, tenths: bool, shown: str
     from voicecoach.cli_common import clock
 
     assert clock(seconds, tenths=tenths) == shown
+
+
+def test_format_applies_without_all_variations_or_is_refused(tmp_path: Path) -> None:
+    code, _, err = run("export", "mid-back-knot", "--format", "ogg", "-o", str(tmp_path / "x.mp3"))
+    assert (code, err) == (2, f"Error: --format ogg does not match '{tmp_path / 'x.mp3'}': give -o a "
+                              ".ogg name, or leave --format out (the extension decides)\n")
+    code, out, _ = run("export", "mid-back-knot", "--format", "wav", "-o", str(tmp_path))
+    assert (code, out) == (0, f"Wrote {tmp_path / 'mid-back-knot-kneeling.wav'}\n")

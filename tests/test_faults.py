@@ -97,7 +97,7 @@ def frames(path: Path) -> int:
 
 
 def short_samples() -> int:
-    return prepare(SHORT).timeline.duration
+    return prepare(SHORT).timeline.duration_samples
 
 
 def node_state(path: Path) -> tuple[int, int, int, int]:
@@ -265,7 +265,7 @@ def test_an_ignored_sighup_stays_ignored_as_under_nohup(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 0, stderr
     assert os.listdir(tmp_path) == ["session.ogg"]
-    assert frames(target) == prepare(SHORT, options=Options("middle", 600, None)).timeline.duration
+    assert frames(target) == prepare(SHORT, options=Options("middle", 600, None)).timeline.duration_samples
 
 
 def test_sigkill_leaves_a_temporary_file_the_next_write_sweeps_once_stale(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 import soundfile
 from click.testing import CliRunner
 
+from tests import tone_detect
 from voicecoach import SAMPLE_RATE, tones
 from voicecoach.cli import cli
 from voicecoach.compile import Options
@@ -68,7 +69,7 @@ def test_every_tone_is_found_by_its_spectrum_at_its_event_start(wav_session: tup
     for e in tone_events:
         start = round(e["start"] * SR)
         end = round(e["end"] * SR)
-        assert tones.identify(samples[start:end]) == e["tone"], e
+        assert tone_detect.identify(samples[start:end]) == e["tone"], e
         assert abs(onset(samples, start, e["tone"]) - start) <= MS, e
 
 
@@ -81,7 +82,7 @@ def test_speech_where_the_timeline_says_and_silence_between(wav_session: tuple[n
         if e["kind"] == "speech":
             rms = float(np.sqrt(np.mean(samples[start:end] ** 2)))
             assert rms > 0.02, e
-            assert tones.identify(samples[start:end]) is None or len(e["text"]) < 4
+            assert tone_detect.identify(samples[start:end]) is None or len(e["text"]) < 4
     assert float(np.max(np.abs(samples[~covered]))) < 1e-4
 
 
@@ -105,7 +106,7 @@ def test_loudness_stereo_and_formats_decode_back(tmp_path: Path) -> None:
         loudness = pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64))
         assert loudness == pytest.approx(-16.0, abs=1.0), ext
         mono = samples[:, 0]
-        assert tones.identify(mono[at: at + 4000]) == "switch", ext
+        assert tone_detect.identify(mono[at: at + 4000]) == "switch", ext
         assert abs(onset(mono, at, "switch") - at) <= MS, ext
         if ext in ("wav", "flac"):
             assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
+from tests import tone_detect
 from voicecoach import SAMPLE_RATE, tones
 from voicecoach.errors import AudioError
 from voicecoach.tones import TONE_KINDS, TONE_SECONDS
@@ -114,16 +115,16 @@ def test_nothing_above_5_khz(kind: str) -> None:
 @pytest.mark.parametrize("kind", TONE_KINDS)
 def test_confusion_matrix_is_diagonal(kind: str) -> None:
     window = in_window(tones.generate(kind))
-    assert tones.identify(window) == kind
-    assert [k for k in TONE_KINDS if tones.matches(window, k)] == [kind]
+    assert tone_detect.identify(window) == kind
+    assert [k for k in TONE_KINDS if tone_detect.matches(window, k)] == [kind]
 
 
 @pytest.mark.parametrize("kind", TONE_KINDS)
 @pytest.mark.parametrize("rms_dbfs", [-60.0, -40.0, -30.0])
 def test_identified_under_quiet_noise(kind: str, rms_dbfs: float) -> None:
     window = in_window(tones.generate(kind)) + noise(rms_dbfs, seed=len(kind))
-    assert tones.identify(window) == kind
-    assert [k for k in TONE_KINDS if tones.matches(window, k)] == [kind]
+    assert tone_detect.identify(window) == kind
+    assert [k for k in TONE_KINDS if tone_detect.matches(window, k)] == [kind]
 
 
 @pytest.mark.parametrize("kind", TONE_KINDS)
@@ -131,7 +132,7 @@ def test_identified_under_a_little_speech(kind: str) -> None:
     """Speech 4 LU under the tone, over all of it: the worst a scheduled overlap gets."""
     for seed in range(4):
         window = in_window(tones.generate(kind)) + voice(seed, lufs=-25.0)[:WINDOW_SAMPLES]
-        assert tones.identify(window) == kind, seed
+        assert tone_detect.identify(window) == kind, seed
 
 
 @pytest.mark.parametrize("kind", TONE_KINDS)
@@ -140,35 +141,35 @@ def test_identified_a_little_off_the_onset(kind: str, offset_ms: int) -> None:
     tone = tones.generate(kind)
     offset = round(offset_ms * SAMPLE_RATE / 1000)
     window = in_window(tone, start=offset) if offset > 0 else in_window(tone[-offset:])
-    assert tones.identify(window) == kind
+    assert tone_detect.identify(window) == kind
 
 
 @pytest.mark.parametrize("kind", TONE_KINDS)
 def test_identified_at_any_level_and_at_44100_hz(kind: str) -> None:
-    assert tones.identify(0.01 * in_window(tones.generate(kind))) == kind
+    assert tone_detect.identify(0.01 * in_window(tones.generate(kind))) == kind
     resampled = signal.resample_poly(tones.generate(kind).astype(np.float64), 2, 1)
-    assert tones.identify(resampled, 44100) == kind
-    assert tones.identify(tones.generate(kind, 44100), 44100) == kind
+    assert tone_detect.identify(resampled, 44100) == kind
+    assert tone_detect.identify(tones.generate(kind, 44100), 44100) == kind
 
 
 def test_nothing_is_identified_in_silence_noise_or_speech() -> None:
-    assert tones.identify(np.zeros(WINDOW_SAMPLES)) is None
-    assert tones.identify(np.zeros(0)) is None
-    assert tones.identify(noise(-20.0, seed=1)) is None
+    assert tone_detect.identify(np.zeros(WINDOW_SAMPLES)) is None
+    assert tone_detect.identify(np.zeros(0)) is None
+    assert tone_detect.identify(noise(-20.0, seed=1)) is None
     for seed in range(6):
         speech = voice(seed, lufs=-19.0)
         for start in range(0, WINDOW_SAMPLES, 2205):
-            assert tones.identify(speech[start : start + WINDOW_SAMPLES]) is None, (seed, start)
+            assert tone_detect.identify(speech[start : start + WINDOW_SAMPLES]) is None, (seed, start)
 
 
 def test_a_tone_cut_short_is_not_identified() -> None:
     """A window must cover the whole tone: the finish's first note alone is no finish."""
-    assert tones.identify(tones.generate("finish")[: round(0.1 * SAMPLE_RATE)]) is None
+    assert tone_detect.identify(tones.generate("finish")[: round(0.1 * SAMPLE_RATE)]) is None
 
 
 def test_stereo_is_refused() -> None:
     with pytest.raises(ValueError, match="mono"):
-        tones.identify(np.zeros((100, 2)))
+        tone_detect.identify(np.zeros((100, 2)))
 
 
 # --- shape, length, level ------------------------------------------------------
@@ -240,13 +241,13 @@ def test_bundled_is_the_shipped_wav(kind: str) -> None:
     assert tones.bundled(kind) is samples  # cached
     np.testing.assert_allclose(samples, tones.generate(kind), rtol=0, atol=QUANTUM)
     assert loudness_lufs(samples) == pytest.approx(tones.TARGET_LUFS, abs=1.0)
-    assert tones.identify(in_window(samples)) == kind
+    assert tone_detect.identify(in_window(samples)) == kind
 
 
 def test_bundled_at_another_rate() -> None:
     samples = tones.bundled("switch", 44100)
     assert len(samples) == 2 * len(tones.bundled("switch"))
-    assert tones.identify(samples, 44100) == "switch"
+    assert tone_detect.identify(samples, 44100) == "switch"
 
 
 def test_make_sounds_is_deterministic(tmp_path: Path) -> None:
@@ -318,7 +319,7 @@ def test_load_wav_clips_to_full_scale(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "call",
-    [tones.generate, tones.bundled, tones.signature, lambda k: tones.matches(np.zeros(9), k)],
+    [tones.generate, tones.bundled, tones.signature, lambda k: tone_detect.matches(np.zeros(9), k)],
 )
 def test_unknown_kind_is_a_value_error(call: object) -> None:
     assert callable(call)

@@ -237,8 +237,9 @@ def voices() -> None:
 @click.option("--stereo", is_flag=True, help="Two channels (-16 LUFS) instead of mono (-19 LUFS).")
 @click.option("--all-variations", is_flag=True,
               help="One file per variation, plus an M3U playlist, in the -o directory.")
-@click.option("--format", "fmt", type=click.Choice(["mp3", "ogg", "flac", "wav"]), default="mp3",
-              show_default=True, help="File type for --all-variations.")
+@click.option("--format", "fmt", type=click.Choice(["mp3", "ogg", "flac", "wav"]),
+              help="File type when -o is a directory or not given (default mp3); with a file "
+                   "name, the extension decides.")
 @handled
 def export(spec: SessionSpec, output: Path | None, captions: bool, stereo: bool,
            all_variations: bool, fmt: str) -> None:
@@ -262,10 +263,10 @@ def export(spec: SessionSpec, output: Path | None, captions: bool, stereo: bool,
     if all_variations:
         if spec.variation:
             raise click.UsageError("--all-variations and --variation do not go together")
-        written = export_all(spec, output or Path("."), fmt, channels=channels, captions=captions,
-                             progress=terminal_progress(), notify=notify)
+        written = export_all(spec, output or Path("."), fmt or "mp3", channels=channels,
+                             captions=captions, progress=terminal_progress(), notify=notify)
     else:
-        written = export_one(spec, output, channels=channels, captions=captions,
+        written = export_one(spec, output, fmt, channels=channels, captions=captions,
                              progress=terminal_progress(), notify=notify)
     for path in written:
         click.echo(f"Wrote {path}")

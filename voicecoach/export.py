@@ -56,19 +56,25 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
     return written
 
 
-def export_one(spec: SessionSpec, output: Path | None, *, channels: int = 1,
-               captions: bool = False, progress: Progress | None = None,
+def export_one(spec: SessionSpec, output: Path | None, fmt: str | None = None, *,
+               channels: int = 1, captions: bool = False, progress: Progress | None = None,
                notify: Notify | None = None) -> list[Path]:
-    """One session to `output` (a file, a folder, or None: ROUTINE-VARIATION.mp3 here)."""
+    """One session to `output`: a file (its extension is the format), a folder, or None
+    (ROUTINE-VARIATION.mp3 here); `fmt` names the format for the last two, and must agree
+    with a file's extension."""
     if output is not None and not is_dir(output):
+        if fmt is not None and output.suffix.lower() != f".{fmt}":
+            raise UsageError(f"--format {fmt} does not match '{output}': give -o a .{fmt} name, "
+                             "or leave --format out (the extension decides)")
         _check_outputs(output, captions)  # before any speech is made
     session = open_session(spec, progress=progress)
     if notify:
         notify(session)
+    name = f"{session.routine.id}-{session.timeline.variation}.{fmt or 'mp3'}"
     if output is None:
-        output = Path(f"{session.routine.id}-{session.timeline.variation}.mp3")
+        output = Path(name)
     elif is_dir(output):
-        output = output / f"{session.routine.id}-{session.timeline.variation}.mp3"
+        output = output / name
     return write_session(session, output, channels=channels, captions=captions, progress=progress)
 
 

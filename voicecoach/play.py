@@ -29,7 +29,7 @@ class Coach:
         self.session = session
         self.player = player
         timeline = session.timeline
-        self.total = timeline.duration
+        self.total = timeline.duration_samples
         self._section_starts = [s.start for s in timeline.sections]
         self._event_starts = [e.start for e in timeline.events]
         self.quit = False

@@ -98,7 +98,7 @@ class Rendering:
         self.speech = speech
         self.tones = tones
         self.chunk_samples = chunk_samples
-        self.total_samples = timeline.duration
+        self.total_samples = timeline.duration_samples
         events = timeline.events
         self._starts = [e.start for e in events]
         self._max_ends = list(accumulate((e.end for e in events), max))

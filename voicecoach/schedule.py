@@ -65,7 +65,7 @@ class Timeline:
     routine_id: str
     title: str
     variation: str
-    duration: int
+    duration_samples: int
     events: tuple[Event, ...]
     sections: tuple[Section, ...]
     sample_rate: int = SAMPLE_RATE
@@ -81,7 +81,7 @@ class Timeline:
 
     @property
     def duration_s(self) -> float:
-        return self.duration / self.sample_rate
+        return self.duration_samples / self.sample_rate
 
     def to_json(self) -> dict[str, Any]:
         sr = self.sample_rate
@@ -93,7 +93,7 @@ class Timeline:
             item["step"] = e.step
             events.append(item)
         return {"routine": self.routine_id, "variation": self.variation,
-                "duration": round(self.duration / sr, 6), "sample_rate": sr, "events": events,
+                "duration": round(self.duration_samples / sr, 6), "sample_rate": sr, "events": events,
                 "notices": list(self.notices),
                 "spans": [{"kind": s.kind, "start": round(s.start / sr, 6), "end": round(s.end / sr, 6),
                            "label": s.label} for s in self.spans]}
@@ -175,7 +175,7 @@ def schedule(script: Script, speech_length: Callable[[str], int],
         routine_id=script.routine_id,
         title=script.title,
         variation=script.variation,
-        duration=duration,
+        duration_samples=duration,
         events=tuple(sorted(events, key=lambda e: (e.start, e.end))),
         sections=tuple(Section(t, s, b) for (t, s), b in zip(sections, bounds, strict=True)),
         sample_rate=sample_rate,

@@ -25,9 +25,23 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ $python_ok -eq 1 ] || hash -r
 
+# The Python side, skipped when .venv already holds this very pyproject.toml's install.
+stamp=.venv/.voicecoach-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -x .venv/bin/voicecoach ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  exit 0
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,neural]"
-echo "voicecoach is installed in .venv: run .venv/bin/voicecoach --help" >&2
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "Installing voicecoach and its Python packages into .venv (a minute or two the first time)" >&2
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
+       .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,neural]"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  echo "setup failed: the pip output above says why" >&2
+  exit 1
+fi
+echo "$want" > "$stamp"
+echo "voicecoach is installed in .venv. Next: source .venv/bin/activate, then voicecoach --help" >&2

@@ -123,13 +123,18 @@ def list_cmd() -> None:
     Example:
         voicecoach list
     """
+    import textwrap
+
     from .load import iter_bundled
     from .pipeline import prepare
 
     for routine in iter_bundled():
         click.echo(f"{routine.id}: {routine.title}")
+        if routine.description:
+            click.echo(textwrap.fill(printable(" ".join(routine.description.split())), width=88,
+                                     initial_indent="  ", subsequent_indent="  "))
         for v in routine.variations:
-            length = prepare(routine, v.name).timeline.duration_s
+            length = prepare(routine, v.name, progress=terminal_progress()).timeline.duration_s
             default = " (default)" if v.default else ""
             click.echo(f"  {v.name}{default}: {v.title}, {clock(length)}")
 
@@ -230,7 +235,7 @@ def voices() -> None:
 @cli.command()
 @click.argument("routine")
 @_session_options
-@click.option("--output", "-o", type=click.Path(path_type=Path), metavar="FILE",
+@click.option("--output", "-o", "output_name", type=click.Path(), metavar="FILE",
               help="Where to write: .mp3, .ogg, .flac or .wav (default ROUTINE-VARIATION.mp3); "
                    "with --all-variations, a directory.")
 @click.option("--captions", is_flag=True, help="Also write WebVTT captions beside the file.")
@@ -241,8 +246,8 @@ def voices() -> None:
               help="File type when -o is a directory or not given (default mp3); with a file "
                    "name, the extension decides.")
 @handled
-def export(spec: SessionSpec, output: Path | None, captions: bool, stereo: bool,
-           all_variations: bool, fmt: str) -> None:
+def export(spec: SessionSpec, output_name: str | None, captions: bool, stereo: bool,
+           all_variations: bool, fmt: str | None) -> None:
     """Export ROUTINE to an audio file, to play on a phone or a speaker.
 
     The type follows the file's extension. Chapters (one per step) go into MP3, OGG
@@ -257,6 +262,12 @@ def export(spec: SessionSpec, output: Path | None, captions: bool, stereo: bool,
     from .export import export_all, export_one
 
     channels = 2 if stereo else 1
+    output = None if output_name is None else Path(output_name)
+    if output_name is not None and output_name.endswith(("/", os.sep)) and not all_variations:
+        from .files import make_folder
+
+        make_folder(Path(output_name))  # `-o sessions/`: a folder, made if need be
+
     def notify(session: Session) -> None:
         tell_adapted(session.timeline.notices)
 
@@ -355,6 +366,10 @@ def main() -> None:
         cli.main(prog_name="voicecoach")
     except KeyboardInterrupt as e:  # outside a command, e.g. while parsing
         interrupted(e)
+    except BrokenPipeError:  # `voicecoach show ... | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -302,6 +302,9 @@ def check_variation(routine: Routine, variation: str | None) -> str:
     if variation is None:
         return routine.default_variation
     names = routine.variation_names
+    by_case = {n.lower(): n for n in names}
+    if variation not in names and variation.lower() in by_case:  # `Seated` is `seated`
+        return by_case[variation.lower()]
     if variation not in names:
         raise UsageError(f"unknown variation '{variation}' for {routine.id}: "
                          f"{did_you_mean(variation, names)}valid: {', '.join(names)}")

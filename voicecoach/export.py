@@ -10,10 +10,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from .audiofile import Caption, Chapter, check_playlist_name, format_for, write_audio, \
-    write_captions, write_playlist
+from .audiofile import (
+    FORMATS,
+    Caption,
+    Chapter,
+    check_playlist_name,
+    format_for,
+    write_audio,
+    write_captions,
+    write_playlist,
+)
 from .errors import UsageError
-from .files import check_target, is_dir
+from .files import check_target, is_dir, make_folder
 from .pipeline import Progress, Session, open_session
 from .spec import SessionSpec
 
@@ -63,6 +71,7 @@ def export_one(spec: SessionSpec, output: Path | None, fmt: str | None = None, *
     (ROUTINE-VARIATION.mp3 here); `fmt` names the format for the last two, and must agree
     with a file's extension."""
     if output is not None and not is_dir(output):
+        make_folder(output.parent)
         if fmt is not None and output.suffix.lower() != f".{fmt}":
             raise UsageError(f"--format {fmt} does not match '{output}': give -o a .{fmt} name, "
                              "or leave --format out (the extension decides)")
@@ -85,9 +94,12 @@ def export_all(spec: SessionSpec, folder: Path, fmt: str, *, channels: int = 1,
     from .load import load
 
     if not is_dir(folder):
+        if folder.suffix.lower() in FORMATS:
+            raise UsageError(f"--all-variations writes one file per variation into a folder: give "
+                             f"-o a folder, not '{folder}' (--format picks the file type)")
         if os.path.lexists(folder):
-            raise UsageError(f"--all-variations needs a directory for -o, and '{folder}' is a file")
-        raise UsageError(f"cannot write to '{folder}': directory does not exist")
+            raise UsageError(f"--all-variations needs a folder for -o, and '{folder}' is a file")
+        make_folder(folder)
     loaded = load(spec.routine) if isinstance(spec.routine, str) else spec.routine
     playlist = folder / f"{loaded.id}.m3u"
     paths = [folder / f"{loaded.id}-{variation.name}.{fmt}" for variation in loaded.variations]

@@ -146,6 +146,23 @@ def is_dir(path: Path) -> bool:
         return False
 
 
+def make_folder(folder: Path) -> None:
+    """An output folder made as `mkdir -p` would, or one line saying why it cannot be."""
+    if is_dir(folder):
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise VoicecoachError(f"cannot write into {_quoted(folder)}: it is a file, not a "
+                              "folder") from None
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValueError):
+            raise VoicecoachError(f"cannot make folder {_quoted(folder)}: the name holds a NUL "
+                                  "character") from None
+        reason = describe_os_error(folder, error).split(": ", 1)[-1]
+        raise VoicecoachError(f"cannot make folder {_quoted(folder)}: {reason}") from None
+
+
 def check_target(path: Path) -> Path:
     """Where writing `path` really goes, or a one-line error if it cannot be a regular file.
 

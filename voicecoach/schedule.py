@@ -170,6 +170,8 @@ def schedule(script: Script, speech_length: Callable[[str], int],
         raise RoutineError(list(dict.fromkeys(problems)))
     duration = clock - (pause_tone if events and events[-1].kind == "tone" else pause_speech)
     duration = max(duration, events[-1].end if events else 0) + _samples(TAIL_S, sample_rate)
+    if sections:  # the first chapter is the file's start, its lead-in included
+        sections[0] = (sections[0][0], 0)
     bounds = [start for _, start in sections[1:]] + [duration]
     return Timeline(
         routine_id=script.routine_id,

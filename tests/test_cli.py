@@ -83,9 +83,10 @@ def test_show_table() -> None:
 def test_list_shows_routines_variations_and_lengths() -> None:
     code, out, _ = run("list")
     assert code == 0
-    assert re.search(r"^mid-back-knot: Mid-back knot\n  kneeling \(default\): Kneeling with a foam roller, \d+:\d\d\n"
-                     r"  wall: Standing, with the foam roller on a wall, \d+:\d\d\n", out, re.MULTILINE)
-    assert "upper-back-knot: Upper-back knot\n  standard (default): Standard, " in out
+    assert re.search(r"^mid-back-knot: Mid-back knot\n(  \S.*\n)+  kneeling \(default\): Kneeling with a "
+                     r"foam roller, \d+:\d\d\n  wall: Standing, with the foam roller on a wall, \d+:\d\d\n",
+                     out, re.MULTILINE)
+    assert re.search(r"upper-back-knot: Upper-back knot\n(  \S.*\n)+  standard \(default\): Standard, ", out)
 
 
 def test_schema_is_json_schema() -> None:
@@ -143,3 +144,63 @@ def test_format_applies_without_all_variations_or_is_refused(tmp_path: Path) -> 
                               ".ogg name, or leave --format out (the extension decides)\n")
     code, out, _ = run("export", "mid-back-knot", "--format", "wav", "-o", str(tmp_path))
     assert (code, out) == (0, f"Wrote {tmp_path / 'mid-back-knot-kneeling.wav'}\n")
+
+
+def test_all_variations_makes_its_folder_and_refuses_a_file_name(tmp_path: Path) -> None:
+    folder = tmp_path / "sessions" / "week1"
+    code, out, err = run("export", "upper-back-knot", "--all-variations", "--format", "wav",
+                         "-o", f"{folder}/")
+    assert (code, err) == (0, "")
+    assert sorted(p.name for p in folder.iterdir()) == ["upper-back-knot-standard.wav",
+                                                        "upper-back-knot.m3u"]
+    code, _, err = run("export", "upper-back-knot", "--all-variations", "-o", str(tmp_path / "one.mp3"))
+    assert (code, err) == (2, f"Error: --all-variations writes one file per variation into a folder: "
+                              f"give -o a folder, not '{tmp_path / 'one.mp3'}' (--format picks the "
+                              "file type)\n")
+    assert not (tmp_path / "one.mp3").exists()
+
+
+def test_a_single_export_makes_its_folder(tmp_path: Path) -> None:
+    code, out, _ = run("export", "upper-back-knot", "-o", f"{tmp_path}/new/", "--format", "wav")
+    assert (code, out) == (0, f"Wrote {tmp_path / 'new' / 'upper-back-knot-standard.wav'}\n")
+    code, out, _ = run("export", "upper-back-knot", "-o", str(tmp_path / "a" / "b.wav"))
+    assert (code, out) == (0, f"Wrote {tmp_path / 'a' / 'b.wav'}\n")
+    (tmp_path / "file").write_text("x")
+    code, _, err = run("export", "upper-back-knot", "-o", str(tmp_path / "file" / "b.wav"))
+    assert code == 1
+    assert err == f"Error: cannot write into '{tmp_path / 'file'}': it is a file, not a folder\n"
+
+
+def test_variation_names_match_in_any_case() -> None:
+    code, out, _ = run("show", "mid-back-knot", "--variation", "Wall")
+    assert code == 0
+    assert out.startswith("Mid-back knot (wall), ")
+
+
+def test_list_shows_descriptions() -> None:
+    code, out, _ = run("list")
+    assert code == 0
+    assert "  Build strength between the shoulder blades" in out
+    assert "  kneeling (default): Kneeling with a foam roller, " in out
+
+
+def test_show_into_a_closed_pipe_exits_quietly() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(f"{sys.executable} -m voicecoach.cli show mid-back-knot | head -1",
+                            shell=True, capture_output=True, text=True, executable="/bin/bash",
+                            env={**__import__("os").environ, "PYTHONWARNINGS": ""})
+    assert result.stdout.startswith("Mid-back knot (kneeling)")
+    assert result.stderr == ""
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m voicecoach.cli "
+                            "show mid-back-knot | head -1 >/dev/null"], capture_output=True)
+    assert piped.returncode == 0
+
+
+def test_the_first_chapter_starts_at_the_start() -> None:
+    from voicecoach.pipeline import prepare
+
+    sections = prepare("upper-back-knot").timeline.sections
+    assert sections[0].start == 0
+    assert all(a.end == b.start for a, b in zip(sections, sections[1:], strict=False))

@@ -222,6 +222,7 @@ def voices() -> None:
     from .piper import piper_voices, voices_dir
     from .speech import Espeak
 
+    click.echo(f"{'VOICE (for --voice)':<20} {'NAME':<28} LANGUAGES (also for --voice)")
     for v in Espeak().voices():
         click.echo(f"{v.id:<20} {v.name:<28} {', '.join(v.languages)}")
     neural = piper_voices()

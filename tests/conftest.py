@@ -10,6 +10,11 @@ import pytest
 
 from tests.pulse import pulse_server  # noqa: F401  (a fixture)
 
+# The suite speaks with espeak-ng unless a test asks for piper: it is fast and the timing
+# tests were measured with it. The default engine itself (piper when installed) is tested
+# in test_piper.py with this variable removed.
+os.environ.setdefault("VOICECOACH_ENGINE", "espeak")
+
 REPO = Path(__file__).resolve().parent.parent
 
 

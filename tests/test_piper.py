@@ -25,7 +25,8 @@ from voicecoach import SAMPLE_RATE
 from voicecoach import piper as vp
 from voicecoach.cli import cli
 from voicecoach.errors import AudioError, UsageError
-from voicecoach.pipeline import VoiceSettings, phrase_cache
+from voicecoach.pipeline import phrase_cache
+from voicecoach.spec import VoiceSettings
 from voicecoach.speech import Espeak, PhraseCache
 
 SR = SAMPLE_RATE
@@ -157,7 +158,8 @@ def test_a_warm_cache_never_loads_the_model(tmp_path: Path) -> None:
     code = textwrap.dedent(f"""
         import sys
         from voicecoach import piper
-        from voicecoach.pipeline import VoiceSettings, phrase_cache, prepare
+        from voicecoach.pipeline import phrase_cache, prepare
+        from voicecoach.spec import VoiceSettings
         cache = phrase_cache(VoiceSettings(engine="piper"))
         engine = cache.synthesizer
         assert not engine.loaded
@@ -313,3 +315,22 @@ def test_export_with_the_neural_voice(tmp_path: Path, in_repo: Path) -> None:
     espeak = json.loads(runner.invoke(cli, ["show", "tests/cases/short.yaml", "--json"]).stdout)
     assert [e["end"] - e["start"] for e in timeline["events"] if e["kind"] == "speech"] != \
            [e["end"] - e["start"] for e in espeak["events"] if e["kind"] == "speech"]
+
+
+def test_the_natural_voice_is_the_default_once_installed(tmp_path: Path) -> None:
+    routine = tmp_path / "tiny.yaml"
+    routine.write_text("title: Tiny\nsteps:\n  - name: Breathe\n    hold: 3\n")
+    env = {k: v for k, v in os.environ.items() if k != "VOICECOACH_ENGINE"}
+    shown = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", str(routine), "--json"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["voice"] == {"engine": "piper", "name": "en_US-joe-medium",
+                                                 "rate": 160}
+    espeak = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", str(routine), "--json",
+                             "--engine", "espeak", "--rate", "150"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert json.loads(espeak.stdout)["voice"] == {"engine": "espeak", "name": "en", "rate": 150}
+    voices = subprocess.run([sys.executable, "-m", "voicecoach.cli", "voices"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert "Voice in use: piper's natural en_US-joe-medium (the default; --engine espeak for " \
+           "espeak-ng)." in voices.stderr

@@ -15,7 +15,8 @@ from click.testing import CliRunner
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.cli import cli
-from voicecoach.pipeline import VoiceSettings, phrase_cache
+from voicecoach.pipeline import phrase_cache
+from voicecoach.spec import VoiceSettings
 from voicecoach.speech import Espeak
 
 SR = SAMPLE_RATE

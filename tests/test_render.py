@@ -156,10 +156,11 @@ def test_export_errors_are_one_line(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["export", "mid-back-knot", "-o", str(tmp_path / "x.aac")])
     assert result.exit_code == 2
     assert result.stderr == f"Error: cannot export to '{tmp_path / 'x.aac'}': unknown extension '.aac' (use .wav, .flac, .ogg or .mp3)\n"
-    result = runner.invoke(cli, ["export", "mid-back-knot", "--reps", "1", "-o", str(tmp_path / "no" / "x.wav")])
+    (tmp_path / "file").write_text("")  # a missing folder is made; a file in its place cannot be
+    result = runner.invoke(cli, ["export", "mid-back-knot", "--reps", "1", "-o", str(tmp_path / "file" / "x.wav")])
     assert result.exit_code == 1
-    assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert result.stderr.count("\n") == 1 and "it is a file, not a folder" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
 
 
 def test_a_mistyped_extension_fails_before_any_speech_is_made(

@@ -118,6 +118,11 @@ def handled(f: F) -> F:
             fail(e)
         except KeyboardInterrupt as e:
             interrupted(e)
+        except BrokenPipeError:  # `voicecoach show ... | head`: the reader has all it wanted
+            import os
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+            sys.exit(0)
 
     return wrapper  # type: ignore[return-value]
 

@@ -13,6 +13,8 @@ def read_regular(path: Path, limit_bytes: int,
     """A regular file's bytes, refused if larger than `limit_bytes`: a device, FIFO or
     directory is never opened for reading (opening a FIFO would wait for a writer)."""
     name = str(path)
+    if "\0" in name:
+        raise error(name, "the name holds a NUL character")
     try:
         mode = os.stat(path).st_mode
         if stat.S_ISDIR(mode):

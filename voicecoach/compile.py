@@ -107,6 +107,8 @@ class _Compiler:
         self.variation = variation
         self.options = options
         self.cues: list[Cue] = []
+        self._places: dict[int, int] | None = None
+        """Each announced step's place among the exercises, by identity."""
 
     def line(self, line: Line, step: str, words: dict[str, str], label: str = "") -> None:
         text = line.for_variation(self.variation)
@@ -251,12 +253,14 @@ class _Compiler:
 
     def exercise_title(self, step: Step) -> str:
         """"Exercise 3 of 5: Shoulder shrugs.": which exercise, and how many remain."""
-        announced = [s for s in self.routine.steps if s.announce
-                     and (s.only is None or self.variation in s.only)]
+        if self._places is None:
+            announced = [s for s in self.routine.steps if s.announce
+                         and (s.only is None or self.variation in s.only)]
+            self._places = {id(s): i for i, s in enumerate(announced, 1)}
         name = (step.announce or step.name).rstrip(".")
-        if len(announced) == 1:
+        if len(self._places) == 1:
             return f"The exercise: {name}."
-        return f"Exercise {announced.index(step) + 1} of {len(announced)}: {name}."
+        return f"Exercise {self._places[id(step)]} of {len(self._places)}: {name}."
 
     def run(self) -> Script:
         r = self.routine

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import Problem, RoutineError, UsageError, did_you_mean
+from .errors import Problem, RoutineError, UsageError, VoicecoachError, did_you_mean
 from .model import (
     Amount,
     Announce,
@@ -102,7 +102,13 @@ class _Doc:
                 self.flow[path] = {i for i, item in enumerate(node.value)
                                    if isinstance(item, yaml.ScalarNode) and not item.style}
             return [self.build(item, path + (i,), loader) for i, item in enumerate(node.value)]
-        return loader.construct_object(node)
+        try:
+            return loader.construct_object(node)
+        except (ValueError, IndexError, AttributeError, TypeError, OverflowError,
+                yaml.YAMLError):  # `!!float` on nothing, `!!timestamp 99999-01-01`...
+            self.add(path, f"cannot read {_show(node.value)} as {node.tag.rsplit(':', 1)[-1]}; "
+                           "write the value without a !! tag")
+            return None
 
 
 def _show(value: Any) -> str:
@@ -506,10 +512,16 @@ class _Builder:
 
 
 def _finite(data: Any, path: Key, doc: _Doc) -> None:
+    """Numbers that are numbers, and text that is text (a lone surrogate from a "\ud800"
+    escape can be neither said nor stored)."""
     if isinstance(data, float) and not math.isfinite(data):
         doc.add(path, f"expected a finite number, got {_show(data)}")
+    elif isinstance(data, str) and any("\ud800" <= c <= "\udfff" for c in data):
+        doc.add(path, "the text holds a lone surrogate (an escape like \\ud800), which is not a "
+                      "character")
     elif isinstance(data, dict):
         for k, v in data.items():
+            _finite(k, path + (k,), doc)
             _finite(v, path + (k,), doc)
     elif isinstance(data, list):
         for i, v in enumerate(data):
@@ -633,12 +645,12 @@ def loads(text: str, file: str = "<routine>", routine_id: str = "routine") -> Ro
     return routine
 
 
-def _unreadable(name: str, reason: str) -> UsageError:
+def _unreadable(name: str, reason: str) -> VoicecoachError:
     if reason == "no such file":
         return UsageError(f"no such routine file: {name}")
     if reason.startswith("it is larger than"):
-        return UsageError(f"{name}: the file is larger than {MAX_BYTES // 1024} KiB; a routine is a "
-                          "short text")
+        return RoutineError([Problem(name, 1, 1, "", f"the file is larger than {MAX_BYTES // 1024} "
+                                                     "KiB; a routine is a short text")])
     return UsageError(f"cannot read routine file {name}: {reason}")
 
 

@@ -92,9 +92,11 @@ def test_a_store_is_fsynced_before_it_is_linked(tmp_path: Path, monkeypatch: pyt
     real_fsync, real_link = os.fsync, os.link
     monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
     monkeypatch.setattr(os, "link", lambda a, b: (events.append("link"), real_link(a, b))[1])
-    assert store_atomically(tmp_path / "x" / "a.vcp", b"data", replace=False)
+    placed = store_atomically(tmp_path / "x" / "a.vcp", b"data", replace=False)
     assert events == ["fsync", "link"]
-    assert not store_atomically(tmp_path / "x" / "a.vcp", b"other", replace=False)  # first wins
+    stat = (tmp_path / "x" / "a.vcp").stat()
+    assert placed == (stat.st_dev, stat.st_ino)
+    assert store_atomically(tmp_path / "x" / "a.vcp", b"other", replace=False) is None  # first wins
     assert (tmp_path / "x" / "a.vcp").read_bytes() == b"data"
     assert [p.name for p in (tmp_path / "x").iterdir()] == ["a.vcp"]  # no temporary left
 

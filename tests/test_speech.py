@@ -78,13 +78,15 @@ def test_two_processes_share_one_cache(tmp_path: Path) -> None:
 
 def test_no_tts_engine_says_what_to_install(tmp_path: Path) -> None:
     """espeak-ng missing: the library fails to load, as on a machine without it. The
-    engine's helper process imports pyttsx3 from where this process finds it, so a
-    pyttsx3 first on the path that refuses to load libespeak-ng stands in for it."""
+    engine's helper process loads pyttsx3's binding from where this process finds
+    pyttsx3, so a pyttsx3 first on the path, whose binding cannot load libespeak-ng,
+    stands in for it."""
     import pyttsx3
 
-    stub = tmp_path / "pyttsx3"
-    stub.mkdir()
-    (stub / "__init__.py").write_text(textwrap.dedent(f"""
+    real = Path(pyttsx3.__file__).parent / "drivers" / "_espeak.py"
+    (tmp_path / "pyttsx3" / "drivers").mkdir(parents=True)
+    (tmp_path / "pyttsx3" / "__init__.py").write_text("")
+    (tmp_path / "pyttsx3" / "drivers" / "_espeak.py").write_text(textwrap.dedent(f"""
         import ctypes
         _load = ctypes.cdll.LoadLibrary
         def _no_espeak(name, *a, **k):
@@ -92,7 +94,7 @@ def test_no_tts_engine_says_what_to_install(tmp_path: Path) -> None:
                 raise OSError(f"{{name}}: cannot open shared object file")
             return _load(name, *a, **k)
         ctypes.cdll.LoadLibrary = _no_espeak
-        __path__.append({str(Path(pyttsx3.__file__).parent)!r})  # the real binding
+        exec(compile(open({str(real)!r}).read(), {str(real)!r}, "exec"))  # the real binding
     """))
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "VOICECOACH_CACHE_DIR": str(tmp_path / "empty-cache")}

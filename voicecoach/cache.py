@@ -45,13 +45,14 @@ TEMP_PREFIX = ".part-"
 
 
 def store_atomically(path: Path, data: bytes | Callable[[BinaryIO], object], *,
-                     replace: bool = True) -> bool:
+                     replace: bool = True) -> tuple[int, int] | None:
     """A cache write: whole or not at all, so a process sharing the cache never reads half
     a file; with replace=False an existing file is kept. `data` is the bytes, or writes
     them to the open file. The file is fsynced before it gets its name, so a power cut
     cannot leave the name on unwritten blocks (the folder is not: a name lost to a power
-    cut is only a miss). True if this call put the file in place. An unwritable cache
-    costs speed, not correctness, so failures pass."""
+    cut is only a miss). Returns the (device, inode) of the file this call put in place,
+    None if it put none. An unwritable cache costs speed, not correctness, so failures
+    pass."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
@@ -63,19 +64,20 @@ def store_atomically(path: Path, data: bytes | Callable[[BinaryIO], object], *,
                     data(f)
                 f.flush()
                 os.fsync(f.fileno())
+                stat = os.fstat(f.fileno())
             if replace:
                 os.replace(tmp, path)
-                return True
-            try:
-                os.link(tmp, path)  # atomic, and never over another process's entry
-            except FileExistsError:
-                return False
-            return True
+            else:
+                try:
+                    os.link(tmp, path)  # atomic, and never over another process's entry
+                except FileExistsError:
+                    return None
+            return stat.st_dev, stat.st_ino
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
     except OSError:
-        return False
+        return None
 
 
 # ----------------------------------------------------------------------------- entries

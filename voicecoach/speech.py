@@ -44,8 +44,8 @@ DEFAULT_RATE_WPM = 160
 NO_ESPEAK = "no text-to-speech engine: install espeak-ng (on Debian: apt-get install espeak-ng)"
 
 
-PREFETCH_THREADS = 3
-"""Phrases being made at once: two spoken by the helper while a third is levelled."""
+PREFETCH_THREADS = 2
+"""Threads levelling and storing phrases at once, one per core here."""
 
 
 class Synthesizer(Protocol):
@@ -196,13 +196,13 @@ class EngineProcess:
 
 
 def _helper_command(*args: str) -> list[str]:
-    """espeak_server.py with pyttsx3's folder to import its binding from (the helper runs
-    isolated, without site-packages: it starts in a third of the time)."""
+    """espeak_server.py, given pyttsx3's binding to load (the helper runs isolated,
+    without site-packages: it starts in a third of the time)."""
     spec = importlib.util.find_spec("pyttsx3")
     if spec is None or spec.origin is None:
         raise AudioError(NO_ESPEAK)
-    where = str(Path(spec.origin).parent.parent)
-    return [sys.executable, "-I", "-S", str(_SERVER), where, *args]
+    binding = Path(spec.origin).parent / "drivers" / "_espeak.py"
+    return [sys.executable, "-I", "-S", str(_SERVER), str(binding), *args]
 
 
 def _start_helper(*args: str) -> subprocess.Popen[bytes]:
@@ -263,6 +263,22 @@ class Espeak:
         self.rate_wpm = rate_wpm or DEFAULT_RATE_WPM
         self.volume = volume
         self.key = f"espeak|{voice or 'default'}|{self.rate_wpm}|{volume:g}|{PROCESSING_VERSION}"
+        self._ahead: dict[str, Future[bytes]] = {}
+        self._ahead_lock = threading.Lock()
+
+    def speak_ahead(self, texts: Iterable[str]) -> None:
+        """Ask the helper for these phrases now: it speaks them two at a time while the
+        ones it has answered are levelled; `synthesize` then takes each from here."""
+        engine = _engine(self.voice, self.rate_wpm)
+        with self._ahead_lock:
+            for text in texts:
+                if text not in self._ahead:
+                    self._ahead[text] = engine.submit(text)
+
+    def forget_ahead(self) -> None:
+        """Drop phrases asked for ahead and not taken (prefetch stopped short)."""
+        with self._ahead_lock:
+            self._ahead.clear()
 
     def voices(self) -> list[Voice]:
         try:
@@ -280,7 +296,10 @@ class Espeak:
         return out
 
     def synthesize(self, text: str) -> np.ndarray:
-        future = _engine(self.voice, self.rate_wpm).submit(text)
+        with self._ahead_lock:
+            future = self._ahead.pop(text, None)
+        if future is None:
+            future = _engine(self.voice, self.rate_wpm).submit(text)
         try:
             raw = future.result(timeout=ENGINE_TIMEOUT_S)
         except TimeoutError:
@@ -340,12 +359,16 @@ class PhraseCache:
         name = self._name(text)
         return self.folder / name[:2] / f"{name}{ENTRY_SUFFIX}"
 
-    def _read(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    def _read(self, path: Path, ours: tuple[int, int] | None = None
+              ) -> tuple[np.ndarray, np.ndarray] | None:
         """The entry's phrase and summary if it is whole and sound; None if missing or not.
-        Checked once per file and process: the same file unchanged is not hashed again."""
+        Checked once per file and process: the same file unchanged is not hashed again,
+        nor the file (device, inode) `ours` that this process has just written."""
         try:
             entry = read_entry(path, summary_size)
-            if self._checked.get(path) != entry.identity:
+            if entry.identity[:2] == ours:
+                self._checked[path] = entry.identity
+            elif self._checked.get(path) != entry.identity:
                 entry.check(path.name[: -len(ENTRY_SUFFIX)])
                 problem = _meaningful(entry.samples, entry.summary)
                 if problem is not None:
@@ -376,8 +399,9 @@ class PhraseCache:
         # the copies agree; and a timeline is rendered from the very phrases it was
         # scheduled with.
         name = path.name[: -len(ENTRY_SUFFIX)]
-        store_atomically(path, lambda f: write_entry(f, name, samples, summary), replace=damaged)
-        stored = self._read(path)
+        ours = store_atomically(path, lambda f: write_entry(f, name, samples, summary),
+                                replace=damaged)
+        stored = self._read(path, ours)
         return stored if stored is not None else (samples, summary)  # unwritable: our own
 
     def get(self, text: str) -> np.ndarray:
@@ -392,21 +416,32 @@ class PhraseCache:
         return self._entry(text)[1]
 
     def prefetch(self, texts: Iterable[str]) -> None:
-        """Make every phrase not cached yet (or damaged), several at a time: the helper
-        speaks two at once while the ones before are levelled and stored here."""
+        """Make every phrase not cached yet (or damaged), several at a time: an engine
+        that can be asked ahead (Espeak) is given them all at once and speaks two at a
+        time in its helper process, while two threads here level and store the ones it
+        has answered (numpy lets go of the GIL)."""
         todo = [t for t in dict.fromkeys(texts) if self._read(self.path(t)) is None]
-        if len(todo) < 2:
-            for text in todo:
-                self.get(text)
+        if not todo:
             return
-        from concurrent.futures import ThreadPoolExecutor
-
-        pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="voicecoach-speech")
+        ahead = getattr(self.synthesizer, "speak_ahead", None)
+        if ahead is not None and len(todo) > 1:
+            ahead(todo)
         try:
-            for _ in pool.map(self.get, todo):
-                pass
-        finally:  # on an error or Ctrl-C, the phrases not started are dropped
-            pool.shutdown(wait=True, cancel_futures=True)
+            if len(todo) < 2:
+                self.get(todo[0])
+                return
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(PREFETCH_THREADS, thread_name_prefix="voicecoach-speech")
+            try:
+                for _ in pool.map(self.get, todo):
+                    pass
+            finally:  # on an error or Ctrl-C, the phrases not started are dropped
+                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            forget = getattr(self.synthesizer, "forget_ahead", None)
+            if forget is not None:
+                forget()
 
     def missing(self, texts: list[str]) -> int:
         """How many distinct phrases are not cached yet (or are damaged)."""

@@ -220,6 +220,21 @@ def test_two_processes_repair_one_damaged_cache_together(
     assert not [p for p in (cache / "phrases").rglob(".part-*")]
 
 
+def test_an_unwritable_cache_makes_each_phrase_once(tmp_path: Path) -> None:
+    """Nothing can be stored (a file where the cache's folder should be): the export
+    works from phrases kept in memory, each made once."""
+    from voicecoach.pipeline import phrase_cache, prepare
+
+    (tmp_path / "phrases").write_text("not a folder")
+    phrases = phrase_cache()
+    phrases.folder = tmp_path / "phrases"
+    session = prepare(SHORT, cache=phrases)
+    list(session.rendering.chunks())
+    distinct = len({e.value for e in session.timeline.events if e.kind == "speech"})
+    assert phrases.synthesized == distinct > 5
+    assert (tmp_path / "phrases").read_text() == "not a folder"
+
+
 def test_an_entry_is_hashed_once_per_process(warm: tuple[Path, bytes], tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """Reads stay cheap: the schedule, the loudness and the mix read a phrase several

@@ -58,9 +58,9 @@ FAILED = 3
 NO_SOUND_SERVER = "unix:/dev/null/voicecoach-never-plays"
 """connect() on it fails at once (ENOTDIR): libpulse gives up without trying another."""
 
-_READY = struct.Struct("<iI")
-_REQUEST = struct.Struct("<II")
-_REPLY = struct.Struct("<IiI")
+READY = struct.Struct("<iI")
+REQUEST = struct.Struct("<II")
+REPLY = struct.Struct("<IiI")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -86,7 +86,7 @@ class _Replies:
         fd = self._lock_file.fileno()
         self._fcntl.lockf(fd, self._fcntl.LOCK_EX)
         try:
-            _write_all(1, _REPLY.pack(request_id, status, len(payload)) + payload)
+            _write_all(1, REPLY.pack(request_id, status, len(payload)) + payload)
         finally:
             self._fcntl.lockf(fd, self._fcntl.LOCK_UN)
 
@@ -167,12 +167,12 @@ def _serve_forking(speaker: _Speaker, jobs: int) -> None:
                     queue.clear()
                     continue
                 pending += chunk
-                while len(pending) >= _REQUEST.size:
-                    request_id, size = _REQUEST.unpack_from(pending)
-                    if len(pending) < _REQUEST.size + size:
+                while len(pending) >= REQUEST.size:
+                    request_id, size = REQUEST.unpack_from(pending)
+                    if len(pending) < REQUEST.size + size:
                         break
-                    text = pending[_REQUEST.size: _REQUEST.size + size].decode("utf-8", "replace")
-                    pending = pending[_REQUEST.size + size:]
+                    text = pending[REQUEST.size: REQUEST.size + size].decode("utf-8", "replace")
+                    pending = pending[REQUEST.size + size:]
                     queue.append((request_id, text))
                 continue
             fd = key.data
@@ -194,13 +194,13 @@ def _serve_in_turn(speaker: _Speaker) -> None:
     """Without fork: one phrase after another, in this process."""
     stdin = sys.stdin.buffer
     while True:
-        head = stdin.read(_REQUEST.size)
-        if len(head) < _REQUEST.size:
+        head = stdin.read(REQUEST.size)
+        if len(head) < REQUEST.size:
             return
-        request_id, size = _REQUEST.unpack(head)
+        request_id, size = REQUEST.unpack(head)
         text = stdin.read(size).decode("utf-8", "replace")
         status, payload = speaker.say(text)
-        _write_all(1, _REPLY.pack(request_id, status, len(payload)) + payload)
+        _write_all(1, REPLY.pack(request_id, status, len(payload)) + payload)
 
 
 def main(argv: list[str]) -> int:
@@ -212,7 +212,7 @@ def main(argv: list[str]) -> int:
 
     def ready(status: int, message: str) -> None:
         data = message.encode()
-        _write_all(1, _READY.pack(status, len(data)) + data)
+        _write_all(1, READY.pack(status, len(data)) + data)
 
     try:
         _espeak = _load_binding(argv[1])  # loads libespeak-ng

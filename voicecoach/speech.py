@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import struct
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ import numpy as np
 from . import SAMPLE_RATE
 from .cache import ENTRY_SUFFIX, BadEntry, cache_dir, read_entry, store_atomically, write_entry
 from .errors import AudioError, UsageError
+from .espeak_server import NO_ENGINE, OK, READY, REPLY, REQUEST, UNKNOWN_VOICE
 from .loudness import (IMPULSE_SAMPLES, bin_energies, bin_samples, gated_loudness, limit,
                        sound_summary, step_samples, steps_from_bins)
 
@@ -96,10 +96,6 @@ ENGINE_JOBS = 2
 """Phrases the helper speaks at once: one per core on the 2-core development machine."""
 ENGINE_TIMEOUT_S = 60.0
 """A phrase takes milliseconds; past this the helper is taken to be stuck."""
-_READY = struct.Struct("<iI")
-_REQUEST = struct.Struct("<II")
-_REPLY = struct.Struct("<IiI")
-_OK, _NO_ENGINE, _UNKNOWN_VOICE = 0, 1, 2
 _SERVER = Path(__file__).with_name("espeak_server.py")
 _engines: dict[tuple[str | None, int], EngineProcess] = {}
 _engines_lock = threading.Lock()
@@ -118,9 +114,9 @@ class EngineProcess:
         self._stdin = self._proc.stdin
         self._stdout = self._proc.stdout
         status, message = _read_ready(self._stdout)
-        if status != _OK:
+        if status != OK:
             self.close()
-            if status == _UNKNOWN_VOICE:
+            if status == UNKNOWN_VOICE:
                 raise UsageError(f"unknown voice '{voice}': `voicecoach voices` lists them")
             raise AudioError(NO_ESPEAK)
         self.sample_rate = int(message)
@@ -146,7 +142,7 @@ class EngineProcess:
             self._next_id += 1
             self._pending[self._next_id] = future
             try:
-                self._stdin.write(_REQUEST.pack(self._next_id, len(data)) + data)
+                self._stdin.write(REQUEST.pack(self._next_id, len(data)) + data)
                 self._stdin.flush()
             except OSError:
                 self._pending.pop(self._next_id, None)
@@ -157,10 +153,10 @@ class EngineProcess:
     def _read(self) -> None:
         try:
             while True:
-                head = self._stdout.read(_REPLY.size)
-                if len(head) < _REPLY.size:
+                head = self._stdout.read(REPLY.size)
+                if len(head) < REPLY.size:
                     return
-                request_id, status, size = _REPLY.unpack(head)
+                request_id, status, size = REPLY.unpack(head)
                 payload = self._stdout.read(size)
                 if len(payload) < size:
                     return
@@ -168,7 +164,7 @@ class EngineProcess:
                     future = self._pending.pop(request_id, None)
                 if future is None:
                     continue
-                if status == _OK:
+                if status == OK:
                     future.set_result(payload)
                 else:
                     future.set_exception(AudioError(payload.decode(errors="replace")))
@@ -217,10 +213,10 @@ def _start_helper(*args: str) -> subprocess.Popen[bytes]:
 
 
 def _read_ready(stdout: Any) -> tuple[int, str]:
-    head = stdout.read(_READY.size)
-    if len(head) < _READY.size:
-        return _NO_ENGINE, "the helper process ended at start"
-    status, size = _READY.unpack(head)
+    head = stdout.read(READY.size)
+    if len(head) < READY.size:
+        return NO_ENGINE, "the helper process ended at start"
+    status, size = READY.unpack(head)
     return status, stdout.read(size).decode(errors="replace")
 
 
@@ -288,11 +284,11 @@ class Espeak:
                                   timeout=ENGINE_TIMEOUT_S, check=False)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise AudioError(NO_ESPEAK) from e
-        status, size = _READY.unpack_from(done.stdout) if len(done.stdout) >= _READY.size else (1, 0)
-        if status != _OK:
+        status, size = READY.unpack_from(done.stdout) if len(done.stdout) >= READY.size else (1, 0)
+        if status != OK:
             raise AudioError(NO_ESPEAK)
         out = []
-        for line in done.stdout[_READY.size + size:].splitlines():
+        for line in done.stdout[READY.size + size:].splitlines():
             identifier, name, languages = json.loads(line)
             out.append(Voice(identifier, name, (languages,)))
         return out

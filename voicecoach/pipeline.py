@@ -76,8 +76,9 @@ def prepare(routine: Routine | str, variation: str | None = None,
         routine = load(routine)
     script = compile_routine(routine, variation, options)
     cache = cache or phrase_cache(voice)
-    tones = ToneBank(routine.sounds, _base_dir(routine))
     texts = _spoken(script)
+    cache.expect(texts)  # a cold cache's engine starts while the tones load
+    tones = ToneBank(routine.sounds, _base_dir(routine))
     missing = cache.missing(texts) if progress is not None else 0
     if progress is not None and missing:
         with progress(missing, "Synthesizing speech") as update:

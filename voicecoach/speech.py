@@ -264,6 +264,15 @@ class Espeak:
         self._ahead: dict[str, Future[bytes]] = {}
         self._ahead_lock = threading.Lock()
 
+    def warm_up(self) -> None:
+        """Start the helper process now, in the background: it is ready in about 50 ms,
+        while the caller does other work. Errors are left for `synthesize` to raise."""
+        def start() -> None:
+            with contextlib.suppress(BaseException):
+                _engine(self.voice, self.rate_wpm)
+
+        threading.Thread(target=start, name="voicecoach-espeak-start", daemon=True).start()
+
     def speak_ahead(self, texts: Iterable[str]) -> None:
         """Ask the helper for these phrases now: it speaks them two at a time while the
         ones it has answered are levelled; `synthesize` then takes each from here."""
@@ -420,6 +429,13 @@ class PhraseCache:
         Memory-mapped, and not kept: a long session's many phrases never sit in memory
         together."""
         return self._entry(text)[1]
+
+    def expect(self, texts: list[str]) -> None:
+        """Start the engine early if the first of these phrases is not stored: then the
+        cache is cold for this session, and the engine will be needed."""
+        warm_up = getattr(self.synthesizer, "warm_up", None)
+        if warm_up is not None and texts and not self.path(texts[0]).exists():
+            warm_up()
 
     def prefetch(self, texts: Iterable[str]) -> None:
         """Make every phrase not cached yet (or damaged), several at a time: an engine

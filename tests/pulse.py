@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -76,6 +76,10 @@ class PulseServer:
     sink_name: str = "vc_test"
     sink_rate: int = 44100
     sink_channels: int = 2
+    monitor_latency_ms: int | None = 10
+    """The latency the sink's monitor is read at while the server runs. 10 ms keeps the
+    null sink real-time; None reads it at PulseAudio's default, and the sink then holds
+    about 1 to 2 s, as a Bluetooth headset can."""
     runtime_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vc-pulse-")))
     env: dict[str, str] = field(default_factory=dict)
     """Environment for subprocesses (and applied to os.environ by the fixture)."""
@@ -154,28 +158,37 @@ class PulseServer:
         # new stream plays 0.1 s, then stalls until the sink's timer fires. A real card
         # does not do that. A low-latency reader on the monitor keeps it real-time.
         self._keeper = subprocess.Popen(
-            [*self._parec_command(), "--latency-msec=10"],
+            self._parec_command(self.monitor_latency_ms),
             env={**os.environ, **self.env},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self._wait_until_realtime()
+        if self.monitor_latency_ms is not None and self.monitor_latency_ms < 100:
+            self._wait_for_latency(lambda usec: usec < 50_000, "never reached a low latency")
+        else:
+            self._wait_for_latency(lambda usec: usec > 500_000, "never held half a second")
         return self
 
-    def _wait_until_realtime(self) -> None:
-        """Wait out the first 2 s block the idle sink rendered before the keeper came."""
+    def sink_latency_usec(self) -> int | None:
+        out = self.pactl("list", "sinks").stdout
+        found = re.search(r"^\s*Latency: (\d+) usec", out, re.MULTILINE)
+        return int(found.group(1)) if found else None
+
+    def _wait_for_latency(self, wanted: Callable[[int], bool], failure: str) -> None:
+        """Wait until the sink's latency settles: for a real-time sink, out of the first
+        2 s block the idle sink rendered before the keeper came."""
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
-            out = self.pactl("list", "sinks").stdout
-            found = re.search(r"^\s*Latency: (\d+) usec", out, re.MULTILINE)
-            if found and int(found.group(1)) < 50_000:
+            latency = self.sink_latency_usec()
+            if latency is not None and wanted(latency):
                 return
             if time.monotonic() > deadline:
                 self.stop()
-                raise PulseUnavailable("the null sink never reached a low latency")
+                raise PulseUnavailable(f"the null sink {failure}")
             time.sleep(0.05)
 
-    def _parec_command(self) -> list[str]:
+    def _parec_command(self, latency_ms: int | None = 10) -> list[str]:
+        latency = [] if latency_ms is None else [f"--latency-msec={latency_ms}"]
         return [
             "parec",
             f"--device={self.monitor}",
@@ -183,6 +196,7 @@ class PulseServer:
             "--format=float32le",
             f"--rate={RECORD_RATE}",
             "--channels=1",
+            *latency,
         ]
 
     def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -207,12 +221,12 @@ class PulseServer:
         started_at is estimated from the data itself: each poll of the growing file
         gives "now minus the audio already received", and the earliest such value
         is the wall-clock time of the first sample, late by at most the transport
-        latency (10 ms requested).
+        latency (10 ms requested, or what `monitor_latency_ms` says).
         """
         fd, name = tempfile.mkstemp(prefix="rec-", suffix=".f32", dir=self.runtime_dir)
         os.close(fd)
         path = Path(name)
-        cmd = [*self._parec_command(), "--latency-msec=10"]
+        cmd = self._parec_command(self.monitor_latency_ms)
         errors = path.with_suffix(".err")
         with path.open("wb") as out, errors.open("wb") as err:
             proc = subprocess.Popen(cmd, env={**os.environ, **self.env}, stdout=out, stderr=err)

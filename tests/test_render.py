@@ -190,16 +190,22 @@ def test_second_export_synthesizes_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("options", [Options(), Options(reps=3, hold_s=13, level="high")])
 def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: Options) -> None:
     """The gain is worked out from each sound's cached energies, with no pass over the
-    audio; it must agree with pyloudnorm run over the rendered (unlevelled) mix."""
+    audio; it must agree with pyloudnorm run over the rendered (unlevelled) mix.
+
+    Block by block the two agree to about 1e-3 LU (a bin that straddles two steps is
+    split as if its energy were even). A 400 ms block that close to the relative gate can
+    fall on the other side of it: with the default options, two blocks of one repeated
+    phrase measure -29.94994 LUFS over the mix and -29.95137 from the bins, the gate
+    being -29.95054, and the session 0.0032 LU apart."""
     session = prepare("upper-back-knot", options=options)
     rendering = session.rendering
     mix = rendering.mix(0, rendering.total_samples).astype(np.float64)
     loudness, peak = rendering.loudness_and_peak()
-    assert loudness == pytest.approx(pyloudnorm.Meter(SR).integrated_loudness(mix), abs=1e-4)
+    assert loudness == pytest.approx(pyloudnorm.Meter(SR).integrated_loudness(mix), abs=0.005)
     assert peak == pytest.approx(float(np.max(np.abs(mix))), rel=1e-6)
 
 
-def test_phrase_summaries_are_cached_beside_the_phrase_and_rebuilt_if_lost(tmp_path: Path) -> None:
+def test_phrase_summaries_are_stored_with_the_phrase(tmp_path: Path) -> None:
     from voicecoach.loudness import bin_energies, sound_summary
     from voicecoach.pipeline import phrase_cache
 
@@ -207,17 +213,15 @@ def test_phrase_summaries_are_cached_beside_the_phrase_and_rebuilt_if_lost(tmp_p
     cache.folder = tmp_path / "phrases"
     text = "Breathe out slowly."
     samples = np.array(cache.get(text))
-    stored = list(cache.folder.rglob("*.k.npy"))
-    assert len(stored) == 1
-    summary = np.load(stored[0])
+    assert len(list(cache.folder.rglob("*.vcp"))) == 1
+    summary = np.array(cache.summary(text))
     assert np.array_equal(summary, sound_summary(samples, SR))
     assert summary[0] == pytest.approx(np.max(np.abs(samples)))
     assert np.diff(summary[1:]) == pytest.approx(bin_energies(samples, SR), rel=1e-5)
-    stored[0].unlink()
     again = phrase_cache()
     again.folder = cache.folder
     assert np.array_equal(again.summary(text), summary)
-    assert stored[0].exists() and again.synthesized == 0
+    assert again.synthesized == 0
 
 
 def test_every_phrase_really_comes_out() -> None:
@@ -231,7 +235,7 @@ def test_every_phrase_really_comes_out() -> None:
             seen.append(engine.synthesize(text).shape[0])
     for text, seen in lengths.items():
         assert min(seen) > 0.2 * SR, text
-        assert max(seen) - min(seen) < 0.02 * SR, (text, seen)
+        assert len(set(seen)) == 1, (text, seen)  # each phrase from the same engine state
 
 
 @pytest.mark.parametrize("chunk", [1000, 7001, 22050])

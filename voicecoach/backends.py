@@ -45,6 +45,10 @@ DEVICE_LOST_MESSAGE = (
     "the audio device or sound server stopped during playback; "
     "use `voicecoach export` to write an audio file instead"
 )
+DEVICE_SILENT_MESSAGE = (
+    "the audio device took the stream but never started playing it; "
+    "use `voicecoach export` to write an audio file instead"
+)
 
 DEFAULT_BACKEND = "miniaudio"
 BACKENDS = ("miniaudio",)
@@ -67,7 +71,20 @@ OPEN_TIMEOUT_S = 3.0
 """A sound server that accepts but never answers must not hang the CLI."""
 STALL_S = 1.0
 """No callback for this long (ten periods) means the server or device went away:
-miniaudio then simply stops calling, and wait() would otherwise wait forever."""
+miniaudio then simply stops calling, and wait() would otherwise wait forever. Unless the
+device has shown that it holds more (see START_TIMEOUT_S)."""
+START_TIMEOUT_S = 5.0
+"""How long a device may take to start playing: it takes a first fill, then asks for
+more only once it plays in real time. That wait is how much it buffers, which miniaudio
+does not report: a PulseAudio sink whose monitor is read at its default latency waited
+1.2 s (measured, 8 runs), a Bluetooth headset can too. It has started once two
+callbacks in a row come paced; from then on a stall is no callback for 1.5 times the
+longest wait it has shown (at least STALL_S, at most this), and the end of the stream is
+given that long to play out. A device that never starts is reported after this, as one
+that does not play (DEVICE_SILENT_MESSAGE)."""
+STALL_FACTOR = 1.5
+PACED_GAP_S = 0.05
+"""Callbacks closer together than this are the device filling its buffer at start."""
 FADE_SAMPLES = SAMPLE_RATE // 200
 """5 ms fades at pause, resume and replace: a cut mid-waveform clicks."""
 
@@ -293,7 +310,14 @@ class MiniaudioPlayer:
         self._tail: Samples | None = None
         self._played_out_at: float | None = None
         self._device_started = False
+        self._device_started_at = 0.0
         self._last_callback_at = 0.0
+        self._longest_gap_s = 0.0
+        """The longest the device has gone between callbacks: at start, how much it holds."""
+        self._paced = 0
+        """Callbacks in a row that came paced (PACED_GAP_S apart or more)."""
+        self._playing = False
+        """Two came paced: the device plays in real time."""
         self._closed = False
         self._feeder: threading.Thread | None = None
         self.underruns = 0
@@ -359,8 +383,7 @@ class MiniaudioPlayer:
                     raise error
                 if self._closed:
                     return False
-                if self._device_started and time.monotonic() - self._last_callback_at > STALL_S:
-                    raise AudioError(DEVICE_LOST_MESSAGE)
+                self._check_device(time.monotonic())
                 if self._played_out_at is not None and not self._paused:
                     played_out_at = self._played_out_at
                     break
@@ -370,13 +393,31 @@ class MiniaudioPlayer:
                 # Short waits keep Ctrl-C prompt on every platform.
                 self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
         # The last sample was handed to the device; let its buffer play out.
-        drain = played_out_at + DEVICE_LATENCY_S + 0.02 - time.monotonic()
+        drain = played_out_at + self.latency_s + 0.02 - time.monotonic()
         if deadline is not None and drain > deadline - time.monotonic():
             time.sleep(max(0.0, deadline - time.monotonic()))
             return False
         if drain > 0:
             time.sleep(drain)
         return True
+
+    @property
+    def latency_s(self) -> float:
+        """What the device holds, as far as it has shown: DEVICE_LATENCY_S at least."""
+        return max(DEVICE_LATENCY_S, min(self._longest_gap_s, START_TIMEOUT_S))
+
+    def _check_device(self, now: float) -> None:
+        """Raise if the device never started playing in real time, or stopped calling for
+        longer than it has shown it buffers. Called with the lock held."""
+        if not self._device_started:
+            return
+        if not self._playing:  # still starting: its first fill, then the wait it buffers
+            if now - self._device_started_at > START_TIMEOUT_S:
+                raise AudioError(DEVICE_SILENT_MESSAGE)
+            return
+        stall = min(START_TIMEOUT_S, max(STALL_S, STALL_FACTOR * self._longest_gap_s))
+        if now - self._last_callback_at > stall:
+            raise AudioError(DEVICE_LOST_MESSAGE)
 
     def close(self) -> None:
         with self._cond:
@@ -487,7 +528,7 @@ class MiniaudioPlayer:
                     )
                     if start_device:
                         self._device_started = True
-                        self._last_callback_at = time.monotonic()
+                        self._device_started_at = self._last_callback_at = time.monotonic()
                     self._cond.notify_all()
                 if start_device:
                     try:
@@ -520,7 +561,12 @@ class MiniaudioPlayer:
         out = np.zeros(frames, dtype=np.float32)
         try:
             with self._cond:
-                self._last_callback_at = time.monotonic()
+                now = time.monotonic()
+                gap = now - self._last_callback_at
+                self._longest_gap_s = max(self._longest_gap_s, gap)
+                self._paced = self._paced + 1 if gap >= PACED_GAP_S else 0
+                self._playing = self._playing or self._paced >= 2
+                self._last_callback_at = now
                 filled = 0
                 if self._tail is not None:
                     n = min(len(self._tail), frames)

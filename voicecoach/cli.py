@@ -377,6 +377,41 @@ def _log_session(coach: Coach, started_at: datetime, ended: str) -> None:
 cli.add_command(history)
 
 
+@cli.command("cache")
+@click.option("--clear", is_flag=True,
+              help="Empty it: remove voicecoach's own files, nothing else.")
+@handled
+def cache_cmd(clear: bool) -> None:
+    """Show where the cache of spoken phrases is and its size, or empty it.
+
+    Phrases are made once and kept there, so a second export starts at once; a damaged
+    one is found when read and made again. VOICECOACH_CACHE_DIR moves it.
+
+    \b
+    Example:
+        voicecoach cache
+        voicecoach cache --clear
+    """
+    from . import cache
+
+    def counted(n: int, what: str) -> str:
+        return f"{n} {what}" + ("" if n == 1 else "s")
+
+    if clear:
+        removed = cache.clear()
+        click.echo(f"Removed {counted(removed.phrases, 'phrase')} and "
+                   f"{counted(removed.checked, 'checked routine')} "
+                   f"({removed.bytes / 1e6:.1f} MB) from {removed.folder}")
+        if removed.others:
+            were = "was" if removed.others == 1 else "were"
+            click.echo(f"{counted(removed.others, 'file')} voicecoach did not make {were} left")
+        return
+    found = cache.usage()
+    click.echo(f"Cache folder: {found.folder}")
+    click.echo(f"{counted(found.phrases, 'phrase')}, {counted(found.checked, 'checked routine')}:"
+               f" {found.bytes / 1e6:.1f} MB")
+
+
 def main() -> None:
     stop_on_signals()  # SIGTERM and SIGHUP clean up like Ctrl-C (temporary files, history)
     try:

@@ -77,8 +77,10 @@ def prepare(routine: Routine | str, variation: str | None = None,
     voice = voice or VoiceSettings()
     script = compile_routine(routine, variation, options)
     cache = cache or phrase_cache(voice)
+    texts = _spoken(script)
+    cache.expect(texts)  # a cold cache's engine starts while the tones load
     tones = ToneBank(routine.sounds, _base_dir(routine))
-    _synthesize(cache, _spoken(script), progress)
+    _synthesize(cache, texts, progress)
     timeline = schedule(script, cache.length, tones.length, adapt=not is_plain(options, voice))
     spec = SessionSpec(routine, script.variation, options, voice)
     return Session(spec, routine, timeline, Rendering(timeline, cache, tones))

@@ -147,8 +147,10 @@ class Rendering:
 
         Each sound's bins are laid at its start, in the session's 100 ms steps; a bin
         that straddles two of the session's is split between them in proportion, as if
-        its energy were even over its 5 samples: the one approximation, within 1e-5 LU
-        of a meter run over the rendered mix. Where sounds overlap, their cross terms are
+        its energy were even over its 5 samples: the one approximation, within 1e-3 LU
+        of a meter run over the rendered mix block by block (a block that close to the
+        relative gate can fall on its other side: a few thousandths of an LU on the
+        session, tests/test_render.py). Where sounds overlap, their cross terms are
         left out of the loudness, and the peak bound adds their peaks, so the ceiling
         holds whatever the timeline. All events at once, in numpy; memory is a few
         numbers per step, not per sample.

@@ -197,3 +197,19 @@ def test_a_failing_phrase_stops_the_rest(tmp_path: Path) -> None:
     with pytest.raises(AudioError, match="three"):
         cache.prefetch(words)
     assert synthesizer.calls < len(words)
+
+
+@pytest.mark.parametrize("voice", ["en-gb", "en-us", "EN-GB", "en", "English (America)", "gmw/en-US"])
+def test_voices_by_the_language_codes_people_type(voice: str) -> None:
+    result = CliRunner().invoke(cli, ["show", "upper-back-knot", "--engine", "espeak", "--voice", voice])
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_voice_of_the_other_engine_says_which_engine() -> None:
+    result = CliRunner().invoke(cli, ["show", "upper-back-knot", "--engine", "espeak",
+                                      "--voice", "en_US-joe-medium"])
+    assert (result.exit_code, result.stderr) == (2, "Error: 'en_US-joe-medium' is a piper voice: add "
+                                                    "--engine piper\n")
+    result = CliRunner().invoke(cli, ["show", "upper-back-knot", "--engine", "piper", "--voice", "en-gb"])
+    assert (result.exit_code, result.stderr) == (2, "Error: 'en-gb' is an espeak-ng voice: add "
+                                                    "--engine espeak\n")

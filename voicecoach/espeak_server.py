@@ -100,6 +100,18 @@ def _voices(espeak: Any) -> list[tuple[str, str, str]]:
     return found
 
 
+def _match_voice(asked: str, voices: list[tuple[str, str, str]]) -> tuple[str, str, str] | None:
+    """A voice by its id, its name or a language code people type (en-gb, en-us, en), in
+    any case: the exact id first, then the name, then the language."""
+    wanted = asked.lower()
+    for field in range(4):  # the last: "en" is gmw/en, whose language reads en-gb
+        match = next((v for v in voices
+                      if (v[field] if field < 3 else v[0].rsplit("/", 1)[-1]).lower() == wanted), None)
+        if match is not None:
+            return match
+    return None
+
+
 class _Speaker:
     """The initialised engine: speaks one phrase into a list of int16 buffers."""
 
@@ -229,7 +241,7 @@ def main(argv: list[str]) -> int:
     voice, wpm, jobs = argv[3], int(argv[4]), int(argv[5])
     name = b"en"
     if voice:
-        match = next((v for v in _voices(_espeak) if voice in (v[0], v[1])), None)
+        match = _match_voice(voice, _voices(_espeak))
         if match is None:
             ready(UNKNOWN_VOICE, voice)
             return 1

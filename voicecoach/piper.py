@@ -190,7 +190,12 @@ def resolve(voice: str | None) -> PiperModel:
         voice = BUNDLED_VOICE
     if voice not in available:
         valid = ", ".join(available) or "none installed"
-        raise UsageError(f"unknown piper voice '{voice}': valid: {valid}; "
+        from .speech import unknown_voice
+
+        reason = unknown_voice(voice, "piper")
+        if "espeak" in reason:
+            raise UsageError(reason)
+        raise UsageError(f"{reason}: valid: {valid}; "
                          "or give a path to an .onnx model")
     return read_model(available[voice], voice)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import SAMPLE_RATE
 from .cache import ENTRY_SUFFIX, BadEntry, cache_dir, read_entry, store_atomically, write_entry
-from .errors import AudioError, UsageError
+from .errors import AudioError, UsageError, VoicecoachError
 from .espeak_server import NO_ENGINE, OK, READY, REPLY, REQUEST, UNKNOWN_VOICE
 from .loudness import (IMPULSE_SAMPLES, bin_energies, bin_samples, gated_loudness, limit,
                        sound_summary, step_samples, steps_from_bins)
@@ -117,7 +117,7 @@ class EngineProcess:
         if status != OK:
             self.close()
             if status == UNKNOWN_VOICE:
-                raise UsageError(f"unknown voice '{voice}': `voicecoach voices` lists them")
+                raise UsageError(unknown_voice(voice or "", "espeak"))
             raise AudioError(NO_ESPEAK)
         self.sample_rate = int(message)
         self._lock = threading.Lock()
@@ -483,3 +483,22 @@ class PhraseCache:
         if text not in self._lengths:
             self._lengths[text] = int(self.get(text).shape[0])
         return self._lengths[text]
+
+
+def unknown_voice(voice: str, engine: str) -> str:
+    """Why --voice was refused, and the fix: often a voice of the other engine."""
+    if engine == "espeak":
+        from .piper import piper_voices
+
+        if any(voice in (v.id, v.name) for v in piper_voices()):
+            return f"'{voice}' is a piper voice: add --engine piper"
+        return f"unknown voice '{voice}': `voicecoach voices` lists them"
+    from .espeak_server import _match_voice
+
+    try:
+        espeak = [(v.id, v.name, ", ".join(v.languages)) for v in Espeak().voices()]
+    except VoicecoachError:
+        espeak = []
+    if _match_voice(voice, espeak) is not None:
+        return f"'{voice}' is an espeak-ng voice: add --engine espeak"
+    return f"unknown piper voice '{voice}'"

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from voicecoach import SAMPLE_RATE
-from voicecoach.errors import AudioError, UsageError
+from voicecoach.errors import AudioError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,9 +49,6 @@ DEVICE_SILENT_MESSAGE = (
     "the audio device took the stream but never started playing it; "
     "use `voicecoach export` to write an audio file instead"
 )
-
-DEFAULT_BACKEND = "miniaudio"
-BACKENDS = ("miniaudio",)
 
 PERIOD_MS = 150
 """Device callback period, and the knob that sets the slack. miniaudio's PulseAudio
@@ -136,11 +133,8 @@ class Player(Protocol):
     ) -> None: ...
 
 
-def open_player(backend: str | None = None) -> Player:
+def open_player() -> Player:
     """Open the sound device, or raise AudioError(NO_DEVICE_MESSAGE) within OPEN_TIMEOUT_S."""
-    name = backend or DEFAULT_BACKEND
-    if name not in BACKENDS:
-        raise UsageError(f"unknown audio backend {name!r}; choose from: {', '.join(BACKENDS)}")
     return MiniaudioPlayer(_open_bounded(_open_miniaudio_device, OPEN_TIMEOUT_S))
 
 

@@ -26,19 +26,26 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 if TYPE_CHECKING:
     import numpy as np
 
 
-def cache_dir() -> Path:
-    env = os.environ.get("VOICECOACH_CACHE_DIR")
+def user_dir(kind: Literal["cache", "data"]) -> Path:
+    """voicecoach's cache or data folder: $VOICECOACH_CACHE_DIR / $VOICECOACH_DATA_DIR, else
+    the platform's (~/.cache/voicecoach, ~/.local/share/voicecoach on Linux)."""
+    env = os.environ.get(f"VOICECOACH_{kind.upper()}_DIR")
     if env:
         return Path(env)
     import platformdirs
 
-    return Path(platformdirs.user_cache_dir("voicecoach"))
+    find = platformdirs.user_cache_dir if kind == "cache" else platformdirs.user_data_dir
+    return Path(find("voicecoach"))
+
+
+def cache_dir() -> Path:
+    return user_dir("cache")
 
 
 TEMP_PREFIX = ".part-"

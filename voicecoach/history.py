@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import errno
 import io
-import os
 import secrets
 import sqlite3
 import time
@@ -238,12 +237,9 @@ def _json_number(x: float) -> int | float:
 # --- where the file is, and opening it safely ---------------------------------------------
 
 def data_dir() -> Path:
-    env = os.environ.get("VOICECOACH_DATA_DIR")
-    if env:
-        return Path(env)
-    import platformdirs
+    from .cache import user_dir
 
-    return Path(platformdirs.user_data_dir("voicecoach"))
+    return user_dir("data")
 
 
 def default_db_path() -> Path:

@@ -22,6 +22,20 @@ import numpy as np
 IMPULSE_SAMPLES = 2048
 """The K-weighting response is below 1e-10 of its peak from here on (at 22050 Hz)."""
 FFT_SIZE = 16384
+# Every level voicecoach sets, in one place.
+TARGET_LUFS_MONO = -19.0
+"""A session, spoken word in mono; the same audio in two channels measures 3 LU louder: -16 LUFS."""
+PEAK_CEILING_DBFS = -1.0
+"""No sample of a session above this."""
+SPEECH_LUFS = -19.0
+"""Each phrase, levelled when it is made."""
+SPEECH_PEAK_DBFS = -2.5
+"""Each phrase's peaks, limited when it is made, leaving room to mix over a tone."""
+TONE_LUFS = -21.0
+"""Every tone: 2 LU under the voice, heard but not shouting."""
+TONE_PEAK_DBFS = -3.0
+"""No tone peaks above this, so a tone mixed over speech keeps headroom."""
+
 ABSOLUTE_GATE_LUFS = -70.0
 RELATIVE_GATE_LU = -10.0
 BINS_PER_STEP = 441

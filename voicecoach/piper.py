@@ -91,9 +91,9 @@ def voices_dir() -> Path:
     env = os.environ.get(VOICES_ENV)
     if env:
         return Path(env).expanduser()
-    import platformdirs
+    from .cache import user_dir
 
-    return Path(platformdirs.user_data_dir("voicecoach")) / "piper-voices"
+    return user_dir("data") / "piper-voices"
 
 
 def _bundled_path() -> Path | None:

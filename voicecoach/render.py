@@ -20,13 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .loudness import BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
+from .loudness import PEAK_CEILING_DBFS, TARGET_LUFS_MONO, BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
 from .schedule import Timeline
 from .speech import PhraseCache
 
-TARGET_LUFS_MONO = -19.0
-"""Spoken word, mono; the same audio in two channels measures 3 LU louder: -16 LUFS."""
-PEAK_CEILING_DBFS = -1.0
 CHUNK_SAMPLES = 22050
 
 

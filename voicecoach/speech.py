@@ -28,14 +28,12 @@ from . import SAMPLE_RATE
 from .cache import ENTRY_SUFFIX, BadEntry, cache_dir, read_entry, store_atomically, write_entry
 from .errors import AudioError, UsageError, VoicecoachError
 from .espeak_server import NO_ENGINE, OK, READY, REPLY, REQUEST, UNKNOWN_VOICE
-from .loudness import (IMPULSE_SAMPLES, bin_energies, bin_samples, gated_loudness, limit,
+from .loudness import (SPEECH_LUFS, SPEECH_PEAK_DBFS, IMPULSE_SAMPLES, bin_energies, bin_samples, gated_loudness, limit,
                        sound_summary, step_samples, steps_from_bins)
 
-SPEECH_LUFS = -19.0
-"""Every phrase is levelled to this loudness, so the voice is even from line to line."""
 SILENCE_DBFS = -45.0
-PEAK_CEILING = 10 ** (-2.5 / 20)
-"""Phrase peaks stay below -2.5 dBFS, leaving room for the session's final level."""
+PEAK_CEILING = 10 ** (SPEECH_PEAK_DBFS / 20)
+"""Phrase peaks stay below SPEECH_PEAK_DBFS, leaving room for the session's final level."""
 LIMIT_WINDOW_S = 0.005
 EDGE_S = 0.01
 PROCESSING_VERSION = "5"

@@ -45,18 +45,17 @@ import soundfile
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError
 from voicecoach import schema
-from voicecoach.loudness import integrated_loudness
+from voicecoach.loudness import TONE_LUFS, TONE_PEAK_DBFS, integrated_loudness
 
 Samples = npt.NDArray[np.float32]
 
 TONE_KINDS: Final = schema.TONE_KINDS
 """The routine format names them (a routine's own `sounds:`), so the schema owns the list."""
 
-TARGET_LUFS: Final = -21.0
-"""Loudness of every tone: 2 LU under the voice's -19 LUFS, heard but not shouting."""
+TARGET_LUFS: Final = TONE_LUFS
+"""Loudness of every tone (loudness.py keeps every level)."""
 
-PEAK_CEILING_DBFS: Final = -3.0
-"""No tone peaks above this, so a tone mixed over speech keeps headroom."""
+PEAK_CEILING_DBFS: Final = TONE_PEAK_DBFS
 
 MIN_FADE_S: Final = 0.005
 """Shortest raised-cosine fade at the start and end of every note: no clicks."""

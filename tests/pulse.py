@@ -287,14 +287,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-@pytest.fixture(scope="session")
-def pulse_server() -> Iterator[PulseServer]:
-    """A running server for the whole session; its env is applied to os.environ.
-
-    Skips when PulseAudio is missing, except on CI (CI=true), where a missing
-    server would silently skip every sound test, so it fails and names the packages.
-    """
-    server = PulseServer()
+def started(server: PulseServer) -> PulseServer:
+    """The server, running; a test that needs one skips without PulseAudio, or fails on CI."""
     try:
         server.start()
     except PulseUnavailable as e:
@@ -302,6 +296,17 @@ def pulse_server() -> Iterator[PulseServer]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"sound tests need PulseAudio: {e} (apt-get install {APT_PACKAGES})")
         pytest.skip(f"no PulseAudio here: {e}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def pulse_server() -> Iterator[PulseServer]:
+    """A running server for the whole session; its env is applied to os.environ.
+
+    Skips when PulseAudio is missing, except on CI (CI=true), where a missing
+    server would silently skip every sound test, so it fails and names the packages.
+    """
+    server = started(PulseServer())
     with pytest.MonkeyPatch.context() as mp:
         for key, value in server.env.items():
             mp.setenv(key, value)

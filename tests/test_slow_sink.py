@@ -9,7 +9,6 @@ times. Here the same sink, the real `play`, and a recording of what came out.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from tests.pulse import APT_PACKAGES, PulseServer, PulseUnavailable
+from tests.pulse import PulseServer, started
 from voicecoach.backends import (DEVICE_SILENT_MESSAGE, START_TIMEOUT_S, STALL_S,
                                  MiniaudioPlayer, open_player)
 from voicecoach.errors import AudioError
@@ -41,14 +40,7 @@ steps:
 
 @pytest.fixture(scope="module")
 def slow_server() -> Iterator[PulseServer]:
-    server = PulseServer(sink_name="vc_slow", monitor_latency_ms=None)
-    try:
-        server.start()
-    except PulseUnavailable as e:
-        shutil.rmtree(server.runtime_dir, ignore_errors=True)
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"sound tests need PulseAudio: {e} (apt-get install {APT_PACKAGES})")
-        pytest.skip(f"no PulseAudio here: {e}")
+    server = started(PulseServer(sink_name="vc_slow", monitor_latency_ms=None))
     try:
         yield server
     finally:

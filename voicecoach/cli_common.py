@@ -10,11 +10,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .errors import RoutineError, VoicecoachError
+
+if TYPE_CHECKING:
+    from .pipeline import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -135,7 +138,7 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None] | Non
         yield bar.update
 
 
-def terminal_progress() -> Callable[[int, str], Any] | None:
+def terminal_progress() -> Progress | None:
     """A progress bar where stderr is a terminal; nothing where it is a pipe or a file."""
     return progress_bar if sys.stderr.isatty() else None
 

@@ -19,6 +19,13 @@ from voicecoach.pipeline import prepare
 from voicecoach.schedule import Timeline
 
 SR = SAMPLE_RATE
+MONO_LUFS = -19.0
+"""The level the README promises: -19 LUFS mono, the same in two channels measuring -16."""
+LOSSLESS_LU = 0.01
+"""How close to the target a WAV or FLAC export measures: 16-bit rounding moves it by
+about 0.0003 LU (measured); the gain itself is worked out to 1e-5 LU."""
+LOSSY_LU = 0.05
+"""MP3 and OGG Vorbis: their encoders move it by up to 0.02 LU (measured)."""
 SHORT_ROUTINE = str(Path(__file__).parent / "cases" / "short.yaml")
 MS = SR // 1000
 
@@ -88,7 +95,8 @@ def test_speech_where_the_timeline_says_and_silence_between(wav_session: tuple[n
 def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  # type: ignore[type-arg]
     samples, _ = wav_session
     loudness = pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64))
-    assert loudness == pytest.approx(-19.0, abs=1.0)
+    # on target to the precision the renderer reaches (measured -19.0003 LUFS after 16 bits)
+    assert loudness == pytest.approx(MONO_LUFS, abs=LOSSLESS_LU)
     assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
 
 
@@ -103,7 +111,9 @@ def test_loudness_stereo_and_formats_decode_back(tmp_path: Path) -> None:
         samples, rate = soundfile.read(path, dtype="float32")
         assert (rate, samples.shape) == (SR, (length, 2)), ext
         loudness = pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64))
-        assert loudness == pytest.approx(-16.0, abs=1.0), ext
+        # the mono level in both channels: 3.01 LU louder, -15.99 LUFS (the README's -16)
+        tolerance = LOSSLESS_LU if ext in ("wav", "flac") else LOSSY_LU
+        assert loudness == pytest.approx(MONO_LUFS + 10 * np.log10(2), abs=tolerance), ext
         mono = samples[:, 0]
         assert tones.identify(mono[at: at + 4000]) == "switch", ext
         assert abs(onset(mono, at, "switch") - at) <= MS, ext
@@ -288,16 +298,22 @@ def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) ->
     import subprocess
     import sys
 
-    out = tmp_path / "short.wav"
+    outs = [tmp_path / "first.wav", tmp_path / "second.wav"]
     probe = (
         "import sys\n"
         "from voicecoach.cli import main\n"
-        f"sys.argv = ['voicecoach', 'export', {str(SHORT_ROUTINE)!r}, '-o', {str(out)!r}]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('jsonschema', 'mutagen', 'scipy') if m in sys.modules))\n"
+        f"sys.argv = ['voicecoach', 'export', {str(SHORT_ROUTINE)!r}, '-o', sys.argv[1]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "print(code, sorted(m for m in ('jsonschema', 'mutagen', 'scipy') if m in sys.modules))\n"
     )
     env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "cache")}
-    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                           env=env, check=True).stdout.splitlines()[-1] for _ in range(2)]
-    assert runs == ["['jsonschema']", "[]"]  # the first run checks the routine; later ones need not
-    assert out.exists()
+    runs = [subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True,
+                           text=True, env=env, check=True).stdout.splitlines()[-1] for out in outs]
+    # each export succeeded (exit code 0); the first checks the routine, later ones need not
+    assert runs == ["0 ['jsonschema']", "0 []"]
+    shown = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", "--json",
+                            SHORT_ROUTINE], capture_output=True, text=True, env=env, check=True)
+    length = round(json.loads(shown.stdout)["duration"] * SR)
+    first, second = (soundfile.read(out, dtype="int16")[0] for out in outs)
+    assert first.shape == (length,) and np.abs(first).max() > 10000  # the whole session
+    assert np.array_equal(second, first)  # and the warm one, from the same cache, is the same

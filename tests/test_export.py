@@ -424,6 +424,39 @@ def test_atomic_path_names_its_temporary_file_and_cleans_up(tmp_path: Path) -> N
     assert target.read_text() == "whole"
 
 
+def test_the_finished_file_is_renamed_into_place(tmp_path: Path) -> None:
+    """Atomic because it is a rename: the file at the path afterwards is the very file that
+    was written (its inode), and a reader that had the old file open still reads it
+    whole. A copy into the target would rewrite the old file under that reader."""
+    target = tmp_path / "notes.txt"
+    target.write_text("last week's notes")
+    reader = target.open()
+    with atomic_path(target) as temp_path:
+        temp_path.write_text("this week's notes")
+        written = os.stat(temp_path).st_ino
+        assert target.read_text() == "last week's notes"  # untouched until the rename
+    assert os.stat(target).st_ino == written
+    assert target.read_text() == "this week's notes"
+    assert reader.read() == "last week's notes"
+    reader.close()
+    assert listing(tmp_path) == ["notes.txt"]
+
+
+def test_a_file_behind_a_symlink_is_renamed_into_place(tmp_path: Path) -> None:
+    """Through a link too: a new file takes the place of the one the link names."""
+    real = tmp_path / "real.wav"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.wav"
+    link.symlink_to(real)
+    old = os.stat(real).st_ino
+    with real.open("rb") as reader:
+        write_bursts(link)
+        assert reader.read() == b"old"
+    assert os.stat(real).st_ino != old and link.is_symlink()
+    assert sf.info(link).frames == TOTAL_SAMPLES
+    assert listing(tmp_path) == ["link.wav", "real.wav"]
+
+
 # --- progress and memory ----------------------------------------------------------------
 
 

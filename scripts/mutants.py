@@ -238,9 +238,13 @@ def main() -> int:
             for tests in selections:
                 code, tail, seconds = run_tests(base, tests)
                 print(f"baseline  {' '.join(tests)}: {tail} ({seconds:.0f} s)", flush=True)
-                if code != 0:
-                    print("the baseline fails: fix the tests before judging mutants")
-                    return 1
+                if code != 0:  # once more, to tell a flaky test from a broken one
+                    code, tail, seconds = run_tests(base, tests)
+                    print(f"  again:  {tail} ({seconds:.0f} s)", flush=True)
+                    if code != 0:
+                        print("the baseline fails: fix the tests before judging mutants")
+                        return 1
+                    print("  a flaky test: a mutant it kills may be a false kill", flush=True)
         results = []
         for m in chosen:
             tree = Path(scratch) / m.name

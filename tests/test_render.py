@@ -100,6 +100,15 @@ def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  
     assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
 
 
+def test_the_peak_ceiling_wins_over_the_loudness_target(tmp_path: Path) -> None:
+    """The short routine's tones peak high against its speech: at -19 LUFS they would pass
+    -1 dBFS, so the one gain stops at the ceiling, and the session comes out quieter."""
+    samples, _ = soundfile.read(export(tmp_path, "short.wav", SHORT_ROUTINE), dtype="float32")
+    peak_db = 20 * np.log10(np.max(np.abs(samples)))
+    assert -1.01 < peak_db <= -1.0  # at the ceiling (to the 16-bit step below it)
+    assert pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64)) < MONO_LUFS - 0.05
+
+
 def test_loudness_stereo_and_formats_decode_back(tmp_path: Path) -> None:
     args = ("mid-back-knot", "--variation", "floor", "--reps", "2")
     timeline = timeline_of(*args)
@@ -203,8 +212,29 @@ def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: 
     rendering = session.rendering
     mix = rendering.mix(0, rendering.total_samples).astype(np.float64)
     loudness, peak = rendering.loudness_and_peak()
-    assert loudness == pytest.approx(pyloudnorm.Meter(SR).integrated_loudness(mix), abs=1e-4)
+    measured = pyloudnorm.Meter(SR).integrated_loudness(mix)
+    if abs(loudness - measured) > 1e-4:
+        # A 400 ms block within a few thousandths of a LU of the relative gate can be let
+        # in by one and kept out by the other, which moves the result by about 0.002 LU:
+        # seen in 1 of 60 shifted timelines (phrase lengths vary from run to run a little).
+        assert gate_margin(mix) < 0.005 and abs(loudness - measured) < 0.005
     assert peak == pytest.approx(float(np.max(np.abs(mix))), rel=1e-6)
+
+
+def gate_margin(mix: np.ndarray) -> float:
+    """How close the mix's nearest 400 ms block comes to BS.1770's relative gate, in LU."""
+    from voicecoach.loudness import RELATIVE_GATE_LU, k_filter, step_samples
+
+    step = step_samples(SR)
+    steps = mix.shape[0] // step
+    filtered = k_filter(mix, SR, steps * step)[: steps * step].reshape(steps, step)
+    energies = np.einsum("ij,ij->i", filtered, filtered)
+    blocks = (energies[:-3] + energies[1:-2] + energies[2:-1] + energies[3:]) / (4 * step)
+    with np.errstate(divide="ignore"):
+        loud = -0.691 + 10 * np.log10(blocks)
+    kept = blocks[loud >= -70.0]
+    gate = -0.691 + 10 * np.log10(kept.mean()) + RELATIVE_GATE_LU
+    return float(np.min(np.abs(loud[loud >= -70.0] - gate)))
 
 
 def test_phrase_summaries_are_cached_beside_the_phrase_and_rebuilt_if_lost(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ unchanged copy comes first: a failing baseline means nothing can be concluded.
     .venv/bin/python scripts/mutants.py --list
     .venv/bin/python scripts/mutants.py --no-baseline restart-step
     .venv/bin/python scripts/mutants.py --tests "tests/test_play.py -k keys" restart-step
+    .venv/bin/python scripts/mutants.py --commit e472409 --tests tests   # older tests
 
 A survivor is a missing test, or a change no test can see (`note` says which and why).
 """
@@ -165,11 +166,22 @@ def tree_files(root: Path) -> list[str]:
     return [name for name in out.decode().split("\0") if name and (root / name).is_file()]
 
 
-def copy_tree(destination: Path) -> None:
+def copy_tree(destination: Path, commit: str | None = None) -> None:
+    """The working tree, or with `commit` that commit's tree (to see what older tests caught)."""
+    if commit:
+        destination.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", commit], cwd=REPO, capture_output=True,
+                                 check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+        return
     for name in tree_files(REPO):
         target = destination / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
+
+
+def applies(mutant: Mutant, tree: Path) -> bool:
+    return (tree / mutant.file).read_text().count(mutant.old) == 1
 
 
 def apply(mutant: Mutant, tree: Path) -> None:
@@ -210,6 +222,8 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the baseline run of the unchanged tree")
+    parser.add_argument("--commit", help="mutate this commit's tree instead of the working "
+                                         "tree (mutants whose text it lacks are left out)")
     parser.add_argument("--tests", help="pytest arguments to run instead of each mutant's own, "
                                         "e.g. \"tests/test_play.py -k keys\"")
     args = parser.parse_args()
@@ -226,10 +240,15 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="vc-mutants-") as scratch:
         base = Path(scratch) / "base"
-        copy_tree(base)
+        copy_tree(base, args.commit)
         where = imports_from(base)
         if not where.is_relative_to(base):
             raise SystemExit(f"the copy would import voicecoach from {where}, not from the copy")
+        if args.commit:
+            for m in chosen:
+                if not applies(m, base):
+                    print(f"n/a       {m.name:28} not in {args.commit}'s {m.file}")
+            chosen = [m for m in chosen if applies(m, base)]
         for m in chosen:  # every mutant applies to the unchanged tree
             apply(m, Path(shutil.copytree(base, Path(scratch) / "check", dirs_exist_ok=True)))
             shutil.rmtree(Path(scratch) / "check")

@@ -1,10 +1,12 @@
-"""Shared fixtures: one phrase cache per test run, and the real sound server."""
+"""Shared fixtures: one phrase cache per test run, and the real sound server; and on CI,
+no test may skip."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +18,37 @@ from tests.pulse import pulse_server  # noqa: F401  (a fixture)
 os.environ.setdefault("VOICECOACH_ENGINE", "espeak")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _on_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    """Under CI=true a skip is a failure: a missing server, tool or permission there would
+    otherwise pass the run quietly with the tests that need it never run. The skip's own
+    reason is kept in the failure. (An expected failure, xfail, stays as it is.)"""
+    report: pytest.TestReport = yield
+    return _no_skip_on_ci(report)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    """The same for a whole module skipped as it is collected (`allow_module_level`)."""
+    report: pytest.CollectReport = yield
+    return _no_skip_on_ci(report)
+
+
+R = TypeVar("R", pytest.TestReport, pytest.CollectReport)
+
+
+def _no_skip_on_ci(report: R) -> R:
+    if report.skipped and _on_ci() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {reason}"
+    return report
 
 
 def _private_dir(name: str, env: str, factory: pytest.TempPathFactory) -> Iterator[Path]:

@@ -63,6 +63,23 @@ def test_announcements_inside_a_hold_never_stretch_it() -> None:
     assert all(e.end <= end for e in inside)
 
 
+def test_halfway_in_an_odd_hold_is_its_middle_to_the_sample() -> None:
+    """25 s: halfway at 12.5 s, not at the whole second before it."""
+    timeline = prepare("upper-back-knot", options=Options(hold_s=25)).timeline
+    start, end = holds(timeline)[-1]
+    halfway = next(e for e in timeline.events if start < e.start < end)
+    assert (end - start, halfway.value, halfway.start - start) == (25 * SR, "Halfway there.",
+                                                                  int(12.5 * SR))
+
+
+def test_a_fractional_hold_lasts_to_the_nearest_sample() -> None:
+    """--hold 20.0003 is 441006.615 samples: 441007 of them, not the 441006 truncation gives."""
+    timeline = prepare("upper-back-knot", options=Options(hold_s=20.0003)).timeline
+    long_holds = [b - a for a, b in holds(timeline) if b - a > 10 * SR]
+    assert long_holds and set(long_holds) == {441007}
+    assert "Hold for 20.0003 seconds." in spoken(timeline)
+
+
 def test_a_cue_that_cannot_fit_is_an_error_naming_the_line() -> None:
     text = (
         "title: T\nsteps:\n  - name: Short\n    hold: 8\n    during:\n"

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from voicecoach import SAMPLE_RATE
+from voicecoach.compile import Chapter, Say, Script
 from voicecoach.errors import RoutineError, UsageError, VoicecoachError
 from voicecoach.load import MAX_BYTES, bundled_ids, load, load_file, loads
-from voicecoach.model import Range
+from voicecoach.model import Range, Routine
 
 CASES = Path(__file__).parent / "cases" / "bad"
+SR = SAMPLE_RATE
 
 
 def test_bundled_routines_load() -> None:
@@ -106,30 +111,70 @@ documents = st.recursive(
 )
 
 
+def assert_located(error: VoicecoachError, text: str) -> None:
+    """A refusal names every problem at a place in the document: file:line:col."""
+    assert isinstance(error, RoutineError), error
+    assert error.problems
+    lines = text.count("\n") + 1
+    for problem in error.problems:
+        assert problem.file == "fuzz.yaml" and problem.message, problem
+        assert 1 <= problem.line <= lines + 1 and problem.column >= 1, (problem, lines)
+
+
+def assert_compiles_in_order(routine: Routine, variation: str, script: Script) -> None:
+    """Introduction, the routine's steps that this variation does (in the file's order),
+    Finish; the title said first."""
+    chapters = [c.title for c in script.cues if isinstance(c, Chapter)]
+    steps = [s.name for s in routine.steps if s.only is None or variation in s.only]
+    assert chapters == ["Introduction", *steps, "Finish"]
+    assert script.cues[1] == Say(routine.title.rstrip(".") + ".", "Introduction")
+    assert (script.routine_id, script.variation) == (routine.id, variation)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
-def test_fuzz_structures_only_raise_our_error(data: object) -> None:
-    """Whatever the structure, loading and compiling raise only the project's error type."""
+def test_fuzz_structures_are_refused_in_place_or_load_as_written(data: object) -> None:
+    """Whatever the structure: refused with every problem located, or loaded as written
+    (its title, its steps' names, one default variation) and compiled for every variation."""
     import yaml
 
     from voicecoach.compile import compile_routine
 
-    text = yaml.safe_dump({"title": "T", "steps": [{"name": "A"}], **data} if isinstance(data, dict) else data)
+    document = {"title": "T", "steps": [{"name": "A"}], **data} if isinstance(data, dict) else data
+    text = yaml.safe_dump(document)
     try:
         routine = loads(text, "fuzz.yaml")
-        for v in routine.variation_names:
-            compile_routine(routine, v)
-    except VoicecoachError:
-        pass
+    except VoicecoachError as e:
+        assert_located(e, text)
+        event("refused")
+        return
+    event("accepted")
+    assert isinstance(document, dict)  # a document that is not a mapping is never a routine
+    assert routine.title == document["title"]
+    assert [s.name for s in routine.steps] == [s["name"] for s in document["steps"]]
+    assert [v.default for v in routine.variations].count(True) == 1
+    if "variations" in document:
+        assert list(routine.variation_names) == list(document["variations"])
+    for variation in routine.variation_names:
+        try:
+            script = compile_routine(routine, variation)
+        except VoicecoachError as e:  # only a session too big to make
+            assert "session would be" in str(e), e
+            continue
+        assert_compiles_in_order(routine, variation, script)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
-def test_fuzz_text_only_raises_our_error(text: str) -> None:
+def test_fuzz_text_is_refused_in_place_or_is_a_routine(text: str) -> None:
     try:
-        loads(text, "fuzz.yaml")
-    except VoicecoachError:
-        pass
+        routine = loads(text, "fuzz.yaml")
+    except VoicecoachError as e:
+        assert_located(e, text)
+        event("refused")
+        return
+    event("accepted")
+    assert routine.title.strip() and routine.steps and routine.variation_names
 
 
 step_values = st.fixed_dictionaries({"name": st.just("A")}, optional={
@@ -152,22 +197,112 @@ step_values = st.fixed_dictionaries({"name": st.just("A")}, optional={
 })
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(step_values)
-def test_fuzz_steps_compile_and_schedule_or_raise_our_error(step: dict) -> None:  # type: ignore[type-arg]
-    """Near-valid steps reach the compiler and the scheduler: still only our error."""
+def expected_amount(value: object) -> float:
+    """What a count or range in the file means at the middle level, worked out here
+    independently of the code: the middle of a range, rounded half up."""
+    if isinstance(value, str):
+        low, high = (float(x) for x in value.replace(" to ", "-").split("-"))
+        return float(math.floor((low + high) / 2 + 0.5))
+    assert isinstance(value, int | float)
+    return float(value)
+
+
+SPEECH = 2000  # samples for every phrase, plus 10 a character
+TONE = 4000
+
+
+def check_schedule(step: dict) -> None:  # type: ignore[type-arg]
+    """Load, compile and schedule a routine of this one step, and check what came out:
+    nothing overlaps, every hold is exactly as long as the file says, as many times as its
+    sides, repeats and sets, and the reps are counted up to the count the file gives. A
+    refusal must name its place; VoicecoachError propagates for the caller to judge."""
     import yaml
 
     from voicecoach.compile import compile_routine
     from voicecoach.schedule import schedule
 
     text = yaml.safe_dump({"title": "T", "steps": [step]})
+    timeline = schedule(compile_routine(loads(text, "fuzz.yaml")),
+                        lambda words: SPEECH + 10 * len(words), lambda kind: TONE)
+    events = timeline.events
+    assert all(a.end <= b.start for a, b in itertools.pairwise(events)), "overlap"
+    assert [s.title for s in timeline.sections] == ["Introduction", "A", "Finish"]
+    assert timeline.duration >= events[-1].end + SR  # and a second's tail
+    times = max(1, len(step.get("sides") or ())) * step.get("repeat", 1) * step.get("sets", 1)
+    tones = [e for e in events if e.kind == "tone" and e.step == "A"]
+    if "hold" in step:
+        hold = round(expected_amount(step["hold"]) * SR)
+        starts = [e.start for e in tones if e.value == "hold_start"]
+        ends = [e.start for e in tones if e.value == "hold_end"]  # a rest's too
+        assert len(starts) == times
+        assert [min(t for t in ends if t > start) - start for start in starts] == [hold] * times
+        countdown = [d["countdown"] for d in step.get("during") or () if "countdown" in d]
+        if countdown:
+            ticks = [e.start for e in tones if e.value == "countdown"]
+            n = min(countdown[0], hold // SR - 1)
+            assert len(ticks) == n * times
+            for start in starts:  # a tick in each of the last n whole seconds
+                assert [t - start for t in ticks if start < t < start + hold] == [
+                    hold - k * SR for k in range(n, 0, -1)]
+    if "reps" in step and step.get("tempo"):
+        reps = int(expected_amount(step["reps"]))
+        counted = [e.value for e in events if e.kind == "speech" and e.value.isdigit()]
+        assert counted == [str(n) for n in range(1, reps + 1)] * times
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(step_values)
+def test_fuzz_steps_are_refused_in_place_or_scheduled_exactly(step: dict) -> None:  # type: ignore[type-arg]
+    """Near-valid steps reach the compiler and the scheduler: refused in place, or laid
+    out exactly as written (check_schedule)."""
     try:
-        routine = loads(text, "fuzz.yaml")
-        script = compile_routine(routine)
-        schedule(script, lambda text: 2000 + 10 * len(text), lambda kind: 4000)
-    except VoicecoachError:
-        pass
+        check_schedule(step)
+    except VoicecoachError as e:
+        if "session would be" not in str(e):  # too big is refused before it is laid out
+            assert_located(e, yaml_of(step))
+        event("refused")
+        return
+    event("accepted: " + ", ".join(k for k in ("hold", "reps") if k in step))
+
+
+def yaml_of(step: dict) -> str:  # type: ignore[type-arg]
+    import yaml
+
+    return yaml.safe_dump({"title": "T", "steps": [step]})
+
+
+def written_range(low_and_width: tuple[int, int]) -> str:
+    """`low-high` or `low to high`, as the README allows."""
+    low, width = low_and_width
+    return f"{low}{' to ' if width % 2 else '-'}{low + width}"
+
+
+amounts = st.one_of(st.integers(1, 40),
+                    st.tuples(st.integers(1, 30), st.integers(1, 10)).map(written_range))
+
+
+common = {"sides": st.just(["left", "right"]), "repeat": st.integers(1, 3),
+          "sets": st.integers(1, 3), "rest": st.integers(5, 20), "get_ready": st.integers(0, 5)}
+def rest_with_sets(step: dict) -> dict:  # type: ignore[type-arg]
+    return step if "sets" in step else {k: v for k, v in step.items() if k != "rest"}
+
+
+valid_steps = st.one_of(
+    st.fixed_dictionaries({"name": st.just("A"), "hold": amounts}, optional={
+        **common, "during": st.tuples(st.integers(1, 10)).map(lambda n: [{"countdown": n[0]}])}),
+    st.fixed_dictionaries({"name": st.just("A"), "reps": amounts, "tempo": st.lists(
+        st.one_of(st.fixed_dictionaries({"say": st.sampled_from(["Up.", "Down.", "Rep {rep}."]),
+                                         "seconds": st.integers(1, 3)}),
+                  st.fixed_dictionaries({"hold": st.integers(1, 3)})), min_size=1, max_size=3)},
+        optional=common),
+).map(rest_with_sets)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(valid_steps)
+def test_fuzz_valid_steps_are_accepted_and_scheduled_exactly(step: dict) -> None:  # type: ignore[type-arg]
+    """Steps inside every documented limit are all accepted, and laid out as written."""
+    check_schedule(step)
 
 
 def test_a_routine_that_passed_the_schema_is_not_checked_again(

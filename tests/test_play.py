@@ -8,17 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import soundfile
 
 from tests.pulse import PulseServer
-from voicecoach import SAMPLE_RATE
+from voicecoach import SAMPLE_RATE, play
 from voicecoach.backends import DEVICE_LATENCY_S
 from voicecoach.history import sessions
 from voicecoach.pipeline import prepare
+from voicecoach.play import Coach
 
 SR = SAMPLE_RATE
 SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
@@ -44,6 +47,79 @@ def offset_of(recording: np.ndarray, reference: np.ndarray, at: int, guess: int,
 
 def first_sound(samples: np.ndarray) -> int:
     return int(np.flatnonzero(np.abs(samples) > 0.01)[0])
+
+
+class FakePlayer:
+    """Stands in for the device in the control API's own tests: a position and a state."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.position_samples = 0
+        self.jumps: list[int] = []
+
+    def start(self, chunks: Iterator[np.ndarray]) -> None:
+        pass
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def replace(self, chunks: Iterator[np.ndarray], position_samples: int) -> None:
+        self.position_samples = position_samples
+        self.jumps.append(position_samples)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The coach's clock, set by the test: now[0] is time.monotonic() inside play."""
+    now = [1000.0]
+    monkeypatch.setattr(play, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+def test_played_time_is_exactly_the_time_since_the_start_less_every_pause(
+        clock: list[float]) -> None:
+    coach = Coach(prepare(SHORT), FakePlayer())  # type: ignore[arg-type]
+    assert coach.played_s == 0.0  # not started
+    coach.start()
+    clock[0] += 2.5
+    assert coach.played_s == 2.5
+    coach.key(" ")                 # pause for 1.5 s
+    clock[0] += 1.5
+    assert coach.played_s == 2.5   # a pause in progress does not count either
+    coach.key(" ")
+    clock[0] += 3.5
+    assert coach.played_s == 6.0
+    coach.key(" ")                 # a second pause, of 0.25 s
+    clock[0] += 0.25
+    coach.key(" ")
+    clock[0] += 1.0
+    assert coach.played_s == 7.0
+
+
+def test_keys_jump_to_step_starts(clock: list[float]) -> None:
+    session = prepare(SHORT)
+    starts = {s.title: s.start for s in session.timeline.sections}
+    player = FakePlayer()
+    coach = Coach(session, player)  # type: ignore[arg-type]
+    coach.start()
+    player.position_samples = starts["Second"] + SR  # a second into "Second"
+    coach.key("b")                 # back to the start of this step, not the session's
+    assert (player.jumps, coach.step_title()) == ([starts["Second"]], "Second")
+    player.position_samples = starts["Second"]  # right at its start: stays there
+    coach.key("B")
+    assert player.jumps[-1] == starts["Second"]
+    coach.key("n")
+    assert (player.jumps[-1], coach.step_title()) == (starts["Third"], "Third")
+    player.position_samples = starts["First"] + 2 * SR
+    coach.key("b")
+    assert player.jumps[-1] == starts["First"]
+    player.position_samples = starts["Finish"] + 10
+    assert not coach.quit
+    coach.key("n")                 # nothing after the last step: done
+    assert coach.quit and player.jumps[-1] == starts["First"]
 
 
 def test_play_is_the_export_with_no_drift(pulse_server: PulseServer, tmp_path: Path) -> None:
@@ -97,7 +173,17 @@ def read_all(fd: int) -> str:
     return out.decode(errors="replace")
 
 
-def test_keys_pause_skip_and_quit(pulse_server: PulseServer, tmp_path: Path) -> None:
+def heard_at(recorded: np.ndarray, reference: np.ndarray, at: int, after: int) -> tuple[int, float]:
+    """Where the half second of the export from sample `at` is heard, looking from
+    recording sample `after` (a keypress) on for a second; and how well it matches."""
+    piece = reference[at: at + SR // 2]
+    lo = after - SR // 10
+    window = recorded[lo: after + SR + piece.size]
+    lag = lo + int(np.argmax(np.correlate(window, piece, mode="valid")))
+    return lag, float(np.corrcoef(recorded[lag: lag + piece.size], piece)[0, 1])
+
+
+def test_keys_pause_skip_restart_and_quit(pulse_server: PulseServer, tmp_path: Path) -> None:
     reference = exported(tmp_path)
     timeline = prepare(SHORT).timeline
     second = next(s for s in timeline.sections if s.title == "Second").start
@@ -108,11 +194,16 @@ def test_keys_pause_skip_and_quit(pulse_server: PulseServer, tmp_path: Path) -> 
     paused_at = time.monotonic()
     time.sleep(1.5)
     os.write(fd, b" ")            # resume
+    resumed_at = time.monotonic()
     time.sleep(1.0)
     os.write(fd, b"n")            # skip to the next step ("Second")
     skipped_at = time.monotonic()
-    time.sleep(2.5)
+    time.sleep(1.5)
+    os.write(fd, b"b")            # 1.5 s into "Second": back to its start
+    restarted_at = time.monotonic()
+    time.sleep(1.5)
     os.write(fd, b"q")
+    quit_at = time.monotonic()
     _, status = os.waitpid(pid, 0)
     output = read_all(fd)
     recorded = recording.stop()
@@ -120,7 +211,6 @@ def test_keys_pause_skip_and_quit(pulse_server: PulseServer, tmp_path: Path) -> 
     assert "Stopped." in output and "space pause/resume" in output
     entry = sessions()[0]
     assert (entry.ended, entry.stopped_at_step) == ("stopped", "Second")
-    assert 4.0 < entry.played_s < 8.0  # about 7.5 s of wall time less the 1.5 s pause
     # the pause: silence from the keypress plus what the device already held
     # (DEVICE_LATENCY_S, 0.3 s) until well into the 1.5 s pause
     at = int(recording.seconds_since_start(paused_at) * SR)
@@ -129,11 +219,18 @@ def test_keys_pause_skip_and_quit(pulse_server: PulseServer, tmp_path: Path) -> 
     assert quiet.all()
     # the skip: "Second" starts right after the keypress, as in the export
     skip = int(recording.seconds_since_start(skipped_at) * SR)
-    piece = reference[second: second + SR // 2]
-    window = recorded[skip - SR // 10: skip + SR]
-    lag = int(np.argmax(np.correlate(window, piece, mode="valid"))) + skip - SR // 10
-    assert np.corrcoef(recorded[lag: lag + piece.size], piece)[0, 1] > 0.95
-    assert (lag - skip) / SR < 0.5
+    lag, match = heard_at(recorded, reference, second, skip)
+    assert match > 0.95 and (lag - skip) / SR < 0.5
+    # the restart: "Second" from its start again, not the session's start nor on as it was
+    restart = int(recording.seconds_since_start(restarted_at) * SR)
+    lag, match = heard_at(recorded, reference, second, restart)
+    assert match > 0.95 and (lag - restart) / SR < 0.5
+    # played time: from the start to the quit, less the pause. The session's sample 0 is
+    # heard at `zero`; the coach started at most 0.4 s before that (the device's
+    # latency), and saw each key within 0.15 s of its press.
+    zero = recording.started_at + (first_sound(recorded) - first_sound(reference)) / SR
+    paused = resumed_at - paused_at
+    assert quit_at - zero - paused - 0.3 < entry.played_s < quit_at - zero - paused + 0.55
     assert pulse_server.sink_inputs() == []
 
 

@@ -20,6 +20,13 @@ from voicecoach.pipeline import prepare
 from voicecoach.schedule import Timeline
 
 SR = SAMPLE_RATE
+MONO_LUFS = -19.0
+"""The level the README promises: -19 LUFS mono, the same in two channels measuring -16."""
+LOSSLESS_LU = 0.01
+"""How close to the target a WAV or FLAC export measures: 16-bit rounding moves it by
+about 0.0003 LU (measured); the gain itself is worked out to 1e-5 LU."""
+LOSSY_LU = 0.05
+"""MP3 and OGG Vorbis: their encoders move it by up to 0.02 LU (measured)."""
 SHORT_ROUTINE = str(Path(__file__).parent / "cases" / "short.yaml")
 MS = SR // 1000
 
@@ -89,8 +96,18 @@ def test_speech_where_the_timeline_says_and_silence_between(wav_session: tuple[n
 def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  # type: ignore[type-arg]
     samples, _ = wav_session
     loudness = pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64))
-    assert loudness == pytest.approx(-19.0, abs=1.0)
+    # on target to the precision the renderer reaches (measured -19.0003 LUFS after 16 bits)
+    assert loudness == pytest.approx(MONO_LUFS, abs=LOSSLESS_LU)
     assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
+
+
+def test_the_peak_ceiling_wins_over_the_loudness_target(tmp_path: Path) -> None:
+    """The short routine's tones peak high against its speech: at -19 LUFS they would pass
+    -1 dBFS, so the one gain stops at the ceiling, and the session comes out quieter."""
+    samples, _ = soundfile.read(export(tmp_path, "short.wav", SHORT_ROUTINE), dtype="float32")
+    peak_db = 20 * np.log10(np.max(np.abs(samples)))
+    assert -1.01 < peak_db <= -1.0  # at the ceiling (to the 16-bit step below it)
+    assert pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64)) < MONO_LUFS - 0.05
 
 
 def test_loudness_stereo_and_formats_decode_back(tmp_path: Path) -> None:
@@ -104,7 +121,9 @@ def test_loudness_stereo_and_formats_decode_back(tmp_path: Path) -> None:
         samples, rate = soundfile.read(path, dtype="float32")
         assert (rate, samples.shape) == (SR, (length, 2)), ext
         loudness = pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64))
-        assert loudness == pytest.approx(-16.0, abs=1.0), ext
+        # the mono level in both channels: 3.01 LU louder, -15.99 LUFS (the README's -16)
+        tolerance = LOSSLESS_LU if ext in ("wav", "flac") else LOSSY_LU
+        assert loudness == pytest.approx(MONO_LUFS + 10 * np.log10(2), abs=tolerance), ext
         mono = samples[:, 0]
         assert tone_detect.identify(mono[at: at + 4000]) == "switch", ext
         assert abs(onset(mono, at, "switch") - at) <= MS, ext
@@ -201,8 +220,29 @@ def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: 
     rendering = session.rendering
     mix = rendering.mix(0, rendering.total_samples).astype(np.float64)
     loudness, peak = rendering.loudness_and_peak()
-    assert loudness == pytest.approx(pyloudnorm.Meter(SR).integrated_loudness(mix), abs=0.005)
+    measured = pyloudnorm.Meter(SR).integrated_loudness(mix)
+    if abs(loudness - measured) > 1e-4:
+        # A 400 ms block within a few thousandths of a LU of the relative gate can be let
+        # in by one and kept out by the other, which moves the result by about 0.002 LU:
+        # seen in 1 of 60 shifted timelines (phrase lengths vary from run to run a little).
+        assert gate_margin(mix) < 0.005 and abs(loudness - measured) < 0.005
     assert peak == pytest.approx(float(np.max(np.abs(mix))), rel=1e-6)
+
+
+def gate_margin(mix: np.ndarray) -> float:
+    """How close the mix's nearest 400 ms block comes to BS.1770's relative gate, in LU."""
+    from voicecoach.loudness import RELATIVE_GATE_LU, k_filter, step_samples
+
+    step = step_samples(SR)
+    steps = mix.shape[0] // step
+    filtered = k_filter(mix, SR, steps * step)[: steps * step].reshape(steps, step)
+    energies = np.einsum("ij,ij->i", filtered, filtered)
+    blocks = (energies[:-3] + energies[1:-2] + energies[2:-1] + energies[3:]) / (4 * step)
+    with np.errstate(divide="ignore"):
+        loud = -0.691 + 10 * np.log10(blocks)
+    kept = blocks[loud >= -70.0]
+    gate = -0.691 + 10 * np.log10(kept.mean()) + RELATIVE_GATE_LU
+    return float(np.min(np.abs(loud[loud >= -70.0] - gate)))
 
 
 def test_phrase_summaries_are_stored_with_the_phrase(tmp_path: Path) -> None:
@@ -294,16 +334,22 @@ def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) ->
     import subprocess
     import sys
 
-    out = tmp_path / "short.wav"
+    outs = [tmp_path / "first.wav", tmp_path / "second.wav"]
     probe = (
         "import sys\n"
         "from voicecoach.cli import main\n"
-        f"sys.argv = ['voicecoach', 'export', {str(SHORT_ROUTINE)!r}, '-o', {str(out)!r}]\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('jsonschema', 'mutagen', 'scipy') if m in sys.modules))\n"
+        f"sys.argv = ['voicecoach', 'export', {str(SHORT_ROUTINE)!r}, '-o', sys.argv[1]]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+        "print(code, sorted(m for m in ('jsonschema', 'mutagen', 'scipy') if m in sys.modules))\n"
     )
     env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "cache")}
-    runs = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                           env=env, check=True).stdout.splitlines()[-1] for _ in range(2)]
-    assert runs == ["['jsonschema']", "[]"]  # the first run checks the routine; later ones need not
-    assert out.exists()
+    runs = [subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True,
+                           text=True, env=env, check=True).stdout.splitlines()[-1] for out in outs]
+    # each export succeeded (exit code 0); the first checks the routine, later ones need not
+    assert runs == ["0 ['jsonschema']", "0 []"]
+    shown = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", "--json",
+                            SHORT_ROUTINE], capture_output=True, text=True, env=env, check=True)
+    length = round(json.loads(shown.stdout)["duration"] * SR)
+    first, second = (soundfile.read(out, dtype="int16")[0] for out in outs)
+    assert first.shape == (length,) and np.abs(first).max() > 10000  # the whole session
+    assert np.array_equal(second, first)  # and the warm one, from the same cache, is the same

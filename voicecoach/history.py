@@ -260,20 +260,46 @@ def _newer(path: Path, version: int) -> HistoryError:
     )
 
 
-def _header_version(path: Path) -> int | None:
-    """The schema version in the file's header, before SQLite opens it; None when no file yet.
-
-    Refusing a file here means SQLite never gets the chance to write to it.
-    """
+def _read_head(path: Path) -> bytes | None:
+    """The file's first 100 bytes; None when there is no file."""
     try:
         with path.open("rb") as f:
-            head = f.read(100)
+            return f.read(100)
     except FileNotFoundError:
         return None
     except OSError as e:
         raise HistoryError(f"cannot read {path}: {_reason(e)}") from None
+
+
+HEADER_READS = 5
+"""How often a header that looks foreign is read again before it is believed (see below)."""
+
+
+def _header_version(path: Path) -> int | None:
+    """The schema version in the file's header, before SQLite opens it; None when no file yet.
+
+    Refusing a file here means SQLite never gets the chance to write to it. The read takes
+    no lock, so it can catch another voicecoach's checkpoint halfway through rewriting the
+    first page in place (the new version beside the old application id, when a new history
+    is first written out): a header that looks foreign is read again, a moment later,
+    until two reads agree, and only then refused. A foreign file reads the same every time.
+    """
+    head = _read_head(path)
+    for _ in range(HEADER_READS):
+        try:
+            return _version_in_header(path, head)
+        except HistoryError:
+            time.sleep(0.002)
+            again = _read_head(path)
+            if again == head:
+                raise
+            head = again
+    return _version_in_header(path, head)
+
+
+def _version_in_header(path: Path, head: bytes | None) -> int | None:
     if not head:
-        return None  # SQLite created it and has not written yet: an empty database
+        return None  # no file, or SQLite created it and has not written yet: an empty database
     if len(head) < 100 or not head.startswith(_MAGIC):
         raise _not_ours(path)
     version = int.from_bytes(head[60:64], "big", signed=True)
@@ -296,10 +322,23 @@ def _connect(path: Path) -> sqlite3.Connection:
     return db
 
 
-def _versions(db: sqlite3.Connection) -> tuple[int, int]:
-    version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    application_id = int(db.execute("PRAGMA application_id").fetchone()[0])
-    return version, application_id
+_IDENTITY = """SELECT (SELECT user_version FROM pragma_user_version),
+    (SELECT application_id FROM pragma_application_id), (SELECT count(*) FROM sqlite_master)"""
+
+
+def _identity(db: sqlite3.Connection, path: Path) -> int:
+    """The schema version, once the file is known to be ours (or empty); else why not.
+
+    The version, the application id and whether there are tables are read in one
+    statement, so from one snapshot. Read one statement each, outside a transaction,
+    they straddled another voicecoach's first write: version 0 (nothing yet), then its
+    tables, just committed, and the new history was refused as another program's file.
+    """
+    version, application_id, tables = db.execute(_IDENTITY).fetchone()
+    _check_identity(path, int(version), int(application_id))
+    if version == 0 and tables:
+        raise _not_ours(path)  # unversioned, yet holds tables: not ours to add to
+    return int(version)
 
 
 def _writable_version(db: sqlite3.Connection, path: Path) -> int:
@@ -307,12 +346,9 @@ def _writable_version(db: sqlite3.Connection, path: Path) -> int:
 
     Asked through SQLite too, since a WAL file's own header may lag behind.
     """
-    version, application_id = _versions(db)
-    _check_identity(path, version, application_id)
+    version = _identity(db, path)
     if version > SCHEMA_VERSION:
         raise _newer(path, version)
-    if version == 0 and db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-        raise _not_ours(path)  # unversioned, yet holds tables: not ours to add to
     return version
 
 
@@ -505,13 +541,10 @@ def sessions(routine_id: str | None = None, db_path: Path | None = None) -> list
             return _read_only(path, routine_id, version)
         db = _connect(path)
         try:
-            version, application_id = _versions(db)
-            _check_identity(path, version, application_id)
+            version = _identity(db, path)
             if version > SCHEMA_VERSION:
                 return _read_only(path, routine_id, version)
             if version == 0:
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                    raise _not_ours(path)
                 return []  # an empty file: nothing recorded yet
             if version < SCHEMA_VERSION:
                 _write(path, lambda _db: None)  # upgrade once, then read as usual

@@ -205,3 +205,13 @@ def test_the_first_chapter_starts_at_the_start() -> None:
     sections = prepare("upper-back-knot").timeline.sections
     assert sections[0].start == 0
     assert all(a.end == b.start for a, b in zip(sections, sections[1:], strict=False))
+
+
+def test_a_variation_suggestion_only_when_it_is_close(tmp_path: Path) -> None:
+    routine = tmp_path / "neck.yaml"
+    routine.write_text("title: Neck\nvariations:\n  seated: {title: Seated, default: true}\n"
+                       "  standing: {title: Standing}\nsteps:\n  - name: A\n    hold: 5\n")
+    code, _, err = run("show", str(routine), "--variation", "sitting")
+    assert (code, err) == (2, "Error: unknown variation 'sitting' for neck: valid: seated, standing\n")
+    code, _, err = run("show", "mid-back-knot", "--variation", "kneel")
+    assert "did you mean 'kneeling'?" in err

@@ -302,6 +302,11 @@ def rep_milestones(reps: int) -> dict[int, str]:
     return said
 
 
+VARIATION_CUTOFF = 0.7
+"""How alike a mistyped variation must be to be suggested: `kneel` is `kneeling`, but
+`sitting` is not `standing` (0.67)."""
+
+
 def check_variation(routine: Routine, variation: str | None) -> str:
     if variation is None:
         return routine.default_variation
@@ -311,7 +316,7 @@ def check_variation(routine: Routine, variation: str | None) -> str:
         return by_case[variation.lower()]
     if variation not in names:
         raise UsageError(f"unknown variation '{variation}' for {routine.id}: "
-                         f"{did_you_mean(variation, names)}valid: {', '.join(names)}")
+                         f"{did_you_mean(variation, names, cutoff=VARIATION_CUTOFF)}valid: {', '.join(names)}")
     return variation
 
 

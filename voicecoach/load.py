@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import Problem, RoutineError, UsageError, VoicecoachError, did_you_mean
+from .compile import VARIATION_CUTOFF
 from .model import (
     Amount,
     Announce,
@@ -275,7 +276,7 @@ class _Builder:
     def check_variation(self, name: str, path: Key) -> None:
         names = self.names()
         if name not in names:
-            self.doc.add(path, f"unknown variation '{name}': {did_you_mean(name, names)}valid: "
+            self.doc.add(path, f"unknown variation '{name}': {did_you_mean(name, names, cutoff=VARIATION_CUTOFF)}valid: "
                                f"{', '.join(names)}")
 
     def template(self, text: str, path: Key, allowed: set[str]) -> str:

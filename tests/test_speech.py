@@ -115,8 +115,9 @@ def test_a_routine_can_bring_its_own_sounds(tmp_path: Path) -> None:
     assert np.corrcoef(piece, chirp)[0, 1] > 0.99
     routine.write_text("title: Own\nsounds:\n  hold_end: missing.wav\nsteps:\n  - name: A\n    hold: 3\n")
     result = CliRunner().invoke(cli, ["export", str(routine), "-o", str(out)])
-    assert result.exit_code == 1
-    assert result.stderr == f"Error: cannot read sound file '{tmp_path / 'missing.wav'}': no such file\n"
+    assert result.exit_code == 2  # a bad routine: the problem is located in it
+    assert result.stderr == (f"{routine}:3:13: sounds.hold_end: cannot read sound file "
+                             f"'{tmp_path / 'missing.wav'}': no such file\n")
 
 
 def test_a_cold_cache_reports_each_phrase_it_makes(tmp_path: Path) -> None:

@@ -463,7 +463,9 @@ def test_show_escapes_control_characters(tmp_path: Path) -> None:
     routine.write_text('title: "Evil\\e]0;pwned\\a title"\n'
                        "steps:\n"
                        '  - name: "Red\\e[31m step\\u009b2J"\n'
-                       '    say: ["Clear\\e[2J the screen.", "Bell\\a and\\ttab"]\n'
+                       "    say:\n"
+                       '      - "Clear\\e[2J the screen."\n'
+                       '      - "Bell\\a and\\ttab"\n'
                        "    hold: 5\n", encoding="utf-8")
     result = vc("show", str(routine))
     assert result.returncode == 0, result.stderr

@@ -236,8 +236,8 @@ def test_a_corrupt_model_fails_on_first_use_in_one_line(tmp_path: Path) -> None:
 
 
 def test_an_unknown_voice_name_lists_the_valid_ones(tmp_path: Path) -> None:
-    code, stderr = _show("--voice", "klingon")
-    assert (code, stderr) == (2, "Error: unknown piper voice 'klingon': valid: en_US-joe-medium; "
+    code, stderr = _show("--voice", "vulcan")
+    assert (code, stderr) == (2, "Error: unknown piper voice 'vulcan': valid: en_US-joe-medium; "
                                  "or give a path to an .onnx model\n")
 
 

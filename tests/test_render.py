@@ -102,9 +102,12 @@ def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  
 
 
 def test_the_peak_ceiling_wins_over_the_loudness_target(tmp_path: Path) -> None:
-    """The short routine's tones peak high against its speech: at -19 LUFS they would pass
+    """A session of tones with a word or two: brought to -19 LUFS its peaks would pass
     -1 dBFS, so the one gain stops at the ceiling, and the session comes out quieter."""
-    samples, _ = soundfile.read(export(tmp_path, "short.wav", SHORT_ROUTINE), dtype="float32")
+    routine = tmp_path / "tones.yaml"
+    routine.write_text("title: Tones\nsteps:\n  - name: A\n    announce: false\n    hold: 30\n"
+                       "    during:\n      - countdown: 10\n    sets: 3\n    rest: 5\n")
+    samples, _ = soundfile.read(export(tmp_path, "short.wav", str(routine)), dtype="float32")
     peak_db = 20 * np.log10(np.max(np.abs(samples)))
     assert -1.01 < peak_db <= -1.0  # at the ceiling (to the 16-bit step below it)
     assert pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64)) < MONO_LUFS - 0.05
@@ -222,10 +225,13 @@ def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: 
     loudness, peak = rendering.loudness_and_peak()
     measured = pyloudnorm.Meter(SR).integrated_loudness(mix)
     if abs(loudness - measured) > 1e-4:
-        # A 400 ms block within a few thousandths of a LU of the relative gate can be let
-        # in by one and kept out by the other, which moves the result by about 0.002 LU:
-        # seen in 1 of 60 shifted timelines (phrase lengths vary from run to run a little).
-        assert gate_margin(mix) < 0.005 and abs(loudness - measured) < 0.005
+        # A 400 ms block near the relative gate can be let in by one and kept out by the
+        # other, which moves the result by about 0.002 LU: seen in 1 of 60 shifted
+        # timelines, and with the exercise announcements upper-back-knot itself measures
+        # 0.0015 LU apart with its nearest block 0.019 LU from the gate (the gate moves
+        # with the mean the bins approximate). Still a fifth of the 0.01 LU the exported
+        # loudness is held to.
+        assert gate_margin(mix) < 0.05 and abs(loudness - measured) < 0.005
     assert peak == pytest.approx(float(np.max(np.abs(mix))), rel=1e-6)
 
 

@@ -32,9 +32,9 @@ def test_voices_lists_the_installed_ones() -> None:
 
 
 def test_unknown_voice_is_one_line() -> None:
-    result = CliRunner().invoke(cli, ["show", SHORT, "--voice", "klingon"])
+    result = CliRunner().invoke(cli, ["show", SHORT, "--voice", "vulcan"])
     assert result.exit_code == 2
-    assert result.stderr == "Error: unknown voice 'klingon': `voicecoach voices` lists them\n"
+    assert result.stderr == "Error: unknown voice 'vulcan': `voicecoach voices` lists them\n"
 
 
 def test_rate_and_voice_change_the_speech_and_the_cache_key() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import re
 import stat
 import time
@@ -264,11 +265,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     real = check_target(path)
     sweep_stale(real.parent)
+    # Ctrl-C, SIGTERM or SIGHUP between creating the temporary file and the `try` that
+    # removes it would leave it behind: they wait, blocked, until the `try` has begun.
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
         temp_path = _create_temp_beside(real)
     except OSError as error:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         raise VoicecoachError(describe_os_error(path, error, real)) from None
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a waiting signal arrives in here
         yield temp_path
         _fsync_path(temp_path)
         os.replace(temp_path, real)

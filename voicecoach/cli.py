@@ -418,10 +418,6 @@ def main() -> None:
         cli.main(prog_name="voicecoach")
     except KeyboardInterrupt as e:  # outside a command, e.g. while parsing
         interrupted(e)
-    except BrokenPipeError:  # `voicecoach show ... | head`: the reader has all it wanted
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
-        sys.exit(0)
 
 
 if __name__ == "__main__":

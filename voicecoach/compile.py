@@ -15,6 +15,7 @@ from .model import Amount, Announce, Line, Phase, Range, Routine, Step, Where
 from .spec import LEVELS, Options
 from .template import agree, fill
 
+
 @dataclass(frozen=True)
 class Say:
     text: str
@@ -382,18 +383,19 @@ def _check_size(routine: Routine, variation: str, options: Options) -> None:
     """Refuse a session too big to make before making any of it: `reps: 1000, sets: 1000`
     in a few bytes would otherwise expand into billions of cues."""
     steps = [s for s in routine.steps if s.only is None or variation in s.only]
-    if not sum((step_size(s, options) for s in steps), Size()).too_big:
+    total = sum((step_size(s, options) for s in steps), Size())
+    if not total.too_big:
         return
     plain = Options(options.level)
-    if options != plain and not sum((step_size(s, plain) for s in steps), Size()).too_big:
+    sizes = [step_size(s, plain) for s in steps]
+    plain_total = sum(sizes, Size())
+    if not plain_total.too_big:  # the routine is fine as written: the options did it
         chosen = " ".join(f"--{k} {v:g}" for k, v in (("hold", options.hold_s), ("reps", options.reps))
                           if v is not None)
-        total = sum((step_size(s, options) for s in steps), Size())
         raise UsageError(f"{chosen} would make this session {total.describe()}")
-    worst = max(steps, key=lambda s: step_size(s, plain).seconds)
-    total = sum((step_size(s, plain) for s in steps), Size())
+    worst = max(zip(sizes, steps, strict=True), key=lambda pair: pair[0].seconds)[1]
     raise RoutineError([worst.where.problem(
-        f"the session would be {total.describe()}; "
+        f"the session would be {plain_total.describe()}; "
         "lower this step's reps, sets, repeat or hold")])
 
 

@@ -9,6 +9,7 @@ and what cannot fit is an error naming the routine line.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -106,19 +107,6 @@ def _samples(seconds: float, sample_rate: int) -> int:
     return round(seconds * sample_rate)
 
 
-class _Notices:
-    """What `adapt` changed, counted by what and why, for one line each."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def add(self, message: str) -> None:
-        self.counts[message] = self.counts.get(message, 0) + 1
-
-    def lines(self) -> tuple[str, ...]:
-        return tuple(m if n == 1 else f"{m} ({n} times)" for m, n in self.counts.items())
-
-
 def schedule(script: Script, speech_length: Callable[[str], int],
              tone_length: Callable[[str], int], sample_rate: int = SAMPLE_RATE,
              *, adapt: bool = False) -> Timeline:
@@ -131,7 +119,7 @@ def schedule(script: Script, speech_length: Callable[[str], int],
     events: list[Event] = []
     sections: list[tuple[str, int]] = []
     problems = []
-    notices = _Notices()
+    notices: Counter[str] = Counter()  # what `adapt` changed, by what and why
     pause_speech = _samples(PAUSE_AFTER_SPEECH_S, sample_rate)
     pause_tone = _samples(PAUSE_AFTER_TONE_S, sample_rate)
 
@@ -181,13 +169,13 @@ def schedule(script: Script, speech_length: Callable[[str], int],
         events=tuple(sorted(events, key=lambda e: (e.start, e.end))),
         sections=tuple(Section(t, s, b) for (t, s), b in zip(sections, bounds, strict=True)),
         sample_rate=sample_rate,
-        notices=notices.lines(),
+        notices=tuple(m if n == 1 else f"{m} ({n} times)" for m, n in notices.items()),
         spans=tuple(sorted(spans, key=lambda s: (s.start, -s.end))),
     )
 
 
 def _place(window: Timed, start: int, length: int, event: Callable[[Say | Tone, int], Event],
-           sample_rate: int, notices: _Notices | None) -> tuple[list[Event], list[Any], int]:
+           sample_rate: int, notices: Counter[str] | None) -> tuple[list[Event], list[Any], int]:
     """Place a window's marks; any that overlap or spill out are errors, never a stretch.
 
     With `notices` (adapting to options), what does not fit is left out of a hold or rest,
@@ -215,8 +203,8 @@ def _place(window: Timed, start: int, length: int, event: Callable[[Say | Tone, 
             opening = not placed and mark.anchor == "start" and mark.seconds == 0
             if mark.optional or (notices is not None and not opening):
                 if not mark.optional and notices is not None:
-                    notices.add(f"left out {what} in a {seconds:g}-second {window.kind}: "
-                                "there is no room for it")
+                    notices[f"left out {what} in a {seconds:g}-second {window.kind}: "
+                            "there is no room for it"] += 1
                 continue
             if notices is None:  # the routine's own words at its own values: the author's to fix
                 where = mark.where or window.where
@@ -234,7 +222,7 @@ def _place(window: Timed, start: int, length: int, event: Callable[[Say | Tone, 
     if stretch and needed > length and notices is not None:
         first = next((e.value for e in placed if e.kind == "speech" and not e.value.isdigit()), None)
         name = f"the {first!r} phase" if first else "a tempo phase"
-        notices.add(f"slowed {name} beyond its {seconds:g} s to fit its words")
+        notices[f"slowed {name} beyond its {seconds:g} s to fit its words"] += 1
         length = needed
     return placed, problems, length
 

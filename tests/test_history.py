@@ -58,9 +58,10 @@ PLUS2 = timezone(timedelta(hours=2))
 def entry(when: datetime, routine: str = "mid-back-knot", *, played_s: float = 720.0,
           ended: str = "completed", step: str | None = None, variation: str = "kneeling",
           level: str = "middle", planned_s: float | None = 730.0,
-          title: str = "Mid-back knot") -> SessionEntry:
+          title: str = "Mid-back knot", percent: float | None = None,
+          target: Target | None = None) -> SessionEntry:
     return SessionEntry(routine, title, variation, level, when, played_s, ended,  # type: ignore[arg-type]
-                        step, planned_s)
+                        step, planned_s, percent, target)
 
 
 def utc(text: str) -> datetime:
@@ -97,7 +98,7 @@ def test_record_creates_the_current_schema_and_reads_back_newest_first(db: Path)
     assert got[0] == SessionEntry("mid-back-knot", "Mid-back knot", "kneeling", "middle",
                                   utc("2024-05-08T06:30:00"), 99.5, "stopped", "Wall angels",
                                   730.0, id=2)
-    assert raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(2,)]
+    assert raw(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(3,)]
     assert raw(db, "PRAGMA application_id") == [(APPLICATION_ID,)]
     assert raw(db, "PRAGMA journal_mode") == [("wal",)]
     assert raw(db, "SELECT started_at FROM sessions ORDER BY id") == [
@@ -186,10 +187,11 @@ def test_a_version_1_file_is_upgraded_with_every_row_intact(db: Path, first_touc
         assert len(sessions(db_path=db)) == 3
     else:
         assert record(entry(NOW), db) is None
-    assert raw(db, "PRAGMA user_version") == [(2,)]
+    assert raw(db, "PRAGMA user_version") == [(3,)]
     assert raw(db, "SELECT id, routine_id, routine_title, variation, level, started_at, played_s, "
                    "ended, stopped_at_step FROM sessions WHERE id <= 3 ORDER BY id") == before
-    assert raw(db, "SELECT planned_s FROM sessions WHERE id <= 3") == [(None,)] * 3
+    assert raw(db, "SELECT planned_s, stopped_at_percent, target_low, target_high FROM sessions "
+                   "WHERE id <= 3") == [(None, None, None, None)] * 3
     assert ("sessions_by_routine",) in raw(db, "SELECT name FROM sqlite_master WHERE type='index'")
     old = sessions(db_path=db)[-1]
     assert (old.id, old.started_at, old.played_s, old.planned_s) == (
@@ -200,17 +202,17 @@ def test_a_version_1_file_is_upgraded_with_every_row_intact(db: Path, first_touc
 def test_a_failing_migration_changes_nothing(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     record(entry(NOW), db)
 
-    def broken_v3(con: sqlite3.Connection) -> None:
+    def broken_v4(con: sqlite3.Connection) -> None:
         con.execute("ALTER TABLE sessions ADD COLUMN mood TEXT")
         con.execute("SELECT no_such_column FROM sessions")
 
-    monkeypatch.setattr(history, "MIGRATIONS", (*history.MIGRATIONS, broken_v3))
-    monkeypatch.setattr(history, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(history, "MIGRATIONS", (*history.MIGRATIONS, broken_v4))
+    monkeypatch.setattr(history, "SCHEMA_VERSION", 4)
     warning = record(entry(NOW), db)
     assert warning == (f"could not save this session to the history: {db}: "
                        "no such column: no_such_column")
     monkeypatch.undo()
-    assert raw(db, "PRAGMA user_version") == [(2,)]
+    assert raw(db, "PRAGMA user_version") == [(3,)]
     assert "mood" not in [c[1] for c in raw(db, "PRAGMA table_info(sessions)")]
     assert len(sessions(db_path=db)) == 1
 
@@ -222,9 +224,9 @@ def not_ours(path: Path) -> str:
             "it was left as it is: move it aside to start a new history")
 
 
-def newer(path: Path, version: int = 3) -> str:
+def newer(path: Path, version: int = 4) -> str:
     return (f"{path} was written by a newer voicecoach (history version {version}; this one "
-            "knows up to 2); it was left as it is: upgrade voicecoach to add to it")
+            "knows up to 3); it was left as it is: upgrade voicecoach to add to it")
 
 
 @pytest.mark.parametrize("content", [
@@ -271,12 +273,14 @@ def make_newer(path: Path, journal_mode: str, compatible: bool = True) -> None:
     con.execute(f"PRAGMA journal_mode = {journal_mode}")
     con.executescript(V1_DDL)
     con.execute("ALTER TABLE sessions ADD COLUMN planned_s REAL")
-    con.execute("ALTER TABLE sessions ADD COLUMN heart_rate REAL")
+    for column in ("stopped_at_percent", "target_low", "target_high", "heart_rate"):
+        con.execute(f"ALTER TABLE sessions ADD COLUMN {column} REAL")
     if not compatible:
         con.execute("ALTER TABLE sessions RENAME COLUMN played_s TO played_ms")
     con.execute("INSERT INTO sessions VALUES (1, 'mid-back-knot', 'Mid-back knot', 'wall', "
-                "'high', '2024-05-07T06:30:00+00:00', 700.0, 'completed', NULL, 710.0, 61.5)")
-    con.execute("PRAGMA user_version = 3")
+                "'high', '2024-05-07T06:30:00+00:00', 700.0, 'completed', NULL, 710.0, NULL, 3, 4, "
+                "61.5)")
+    con.execute("PRAGMA user_version = 4")
     con.commit()
     con.close()
 
@@ -293,7 +297,7 @@ def test_a_newer_file_is_never_written_but_can_be_read(db: Path, journal_mode: s
     assert [(e.id, e.variation, e.played_s, e.planned_s) for e in got] == [(1, "wall", 700.0, 710.0)]
     assert progress_phrase("mid-back-knot", NOW, db) == "This is your second session this week."
     assert db.read_bytes() == content
-    assert raw(db, "PRAGMA user_version") == [(3,)]
+    assert raw(db, "PRAGMA user_version") == [(4,)]
 
 
 def test_a_newer_file_that_no_longer_reads_is_refused(db: Path) -> None:
@@ -550,9 +554,10 @@ def fill(db: Path) -> None:
                  "2024-05-05T23:30"):  # Sunday night in UTC, Monday 01:30 local
         assert record(entry(utc(when)), db) is None
     assert record(entry(utc("2024-05-07T06:30"), variation="wall", level="low", played_s=250.0,
-                        ended="stopped", step="Wall angels"), db) is None
+                        ended="stopped", step="Wall angels", percent=41.04,
+                        target=Target(3, 4)), db) is None
     assert record(entry(utc("2024-05-08T05:00"), "neck", title="Neck release", variation="seated",
-                        played_s=95.0, planned_s=None), db) is None
+                        played_s=95.0, planned_s=None, target=Target(2, 3)), db) is None
 
 
 def test_json_is_the_documented_shape(cli_env: Path) -> None:
@@ -567,11 +572,13 @@ def test_json_is_the_documented_shape(cli_env: Path) -> None:
             {"id": 9, "routine": "mid-back-knot", "title": "Mid-back knot", "variation": "wall",
              "level": "low", "started_at": "2024-05-07T06:30:00+00:00",
              "started_local": "2024-05-07T08:30:00+02:00", "played_s": 250.0, "planned_s": 730.0,
-             "ended": "stopped", "stopped_at_step": "Wall angels"},
+             "ended": "stopped", "stopped_at_step": "Wall angels", "stopped_at_percent": 41.0,
+             "target": {"low": 3, "high": 4}},
             {"id": 8, "routine": "mid-back-knot", "title": "Mid-back knot",
              "variation": "kneeling", "level": "middle", "started_at": "2024-05-05T23:30:00+00:00",
              "started_local": "2024-05-06T01:30:00+02:00", "played_s": 720.0, "planned_s": 730.0,
-             "ended": "completed", "stopped_at_step": None},
+             "ended": "completed", "stopped_at_step": None, "stopped_at_percent": None,
+             "target": None},
         ],
         "routines": [
             {"routine": "mid-back-knot", "title": "Mid-back knot", "target": {"low": 3, "high": 4},
@@ -598,7 +605,7 @@ def test_json_of_everything_and_of_nothing(cli_env: Path) -> None:
     data = json.loads(run("--json", "--limit", "0")[1])
     assert len(data["sessions"]) == data["total_sessions"] == 10
     assert [(r["routine"], r["target"], r["streak_weeks"], r["this_week"])
-            for r in data["routines"]] == [("neck", None, None, 1),
+            for r in data["routines"]] == [("neck", {"low": 2, "high": 3}, 0, 1),
                                            ("mid-back-knot", {"low": 3, "high": 4}, 2, 1)]
 
 
@@ -609,7 +616,7 @@ def test_table_and_chart_for_one_routine(cli_env: Path) -> None:
     assert out == (
         "Recent sessions (the last 3 of 9)\n"
         "  When                  Variation  Level   Played  Ended\n"
-        "  Tue 2024-05-07 08:30  wall       low       4:10  stopped at Wall angels (34%)\n"
+        "  Tue 2024-05-07 08:30  wall       low       4:10  stopped at Wall angels (41%)\n"
         "  Mon 2024-05-06 01:30  kneeling   middle   12:00  completed\n"
         "  Fri 2024-05-03 09:00  kneeling   middle   12:00  completed\n"
         "\n"
@@ -633,14 +640,18 @@ def test_table_and_chart_for_one_routine(cli_env: Path) -> None:
 
 def test_all_routines_show_the_routine_column_and_counts_without_a_dosage(cli_env: Path) -> None:
     fill(cli_env)
+    assert record(entry(utc("2024-05-08T04:00"), "calf", title="Calf stretch", planned_s=None,
+                        played_s=60.0), cli_env) is None
     code, out, _ = run("--weeks", "2")
     assert code == 0
     lines = out.splitlines()
     assert lines[1] == "  When                  Routine        Variation  Level   Played  Ended"
     assert lines[2] == "  Wed 2024-05-08 07:00  neck           seated     middle    1:35  completed"
-    assert "neck: Neck release\n  This week  1\n  In all     1 session, 2 min\n" in out
+    assert "calf: Calf stretch\n  This week  1\n  In all     1 session, 1 min\n" in out
+    # neck's file is not at hand: its target is the one it had when it was played
+    assert "neck: Neck release\n  This week  1 of 2-3\n  Streak     0 weeks on target\n" in out
     assert "  29 Apr      0\n  06 May  █   1  this week\n" in out
-    assert "mid-back-knot: Mid-back knot\n  This week  1 of 3-4\n" in out  # stopped at 34%: not counted
+    assert "mid-back-knot: Mid-back knot\n  This week  1 of 3-4\n" in out  # 34% played: not counted
 
 
 def test_empty_history(cli_env: Path) -> None:
@@ -657,7 +668,7 @@ def test_unknown_routine_is_the_loaders_message(cli_env: Path) -> None:
 def test_a_routine_played_from_a_file_no_longer_around(cli_env: Path) -> None:
     fill(cli_env)
     code, out, _ = run("neck")
-    assert code == 0 and "neck: Neck release\n  This week  1\n" in out
+    assert code == 0 and "neck: Neck release\n  This week  1 of 2-3\n" in out
 
 
 def test_forget_asks_first_and_no_keeps_everything(cli_env: Path) -> None:
@@ -692,8 +703,11 @@ def test_export_csv_reads_back(cli_env: Path, tmp_path: Path) -> None:
     assert rows[8] == {"id": "9", "routine": "mid-back-knot", "title": "Mid-back knot",
                        "variation": "wall", "level": "low",
                        "started_at": "2024-05-07T06:30:00+00:00", "played_s": "250.0",
-                       "planned_s": "730.0", "ended": "stopped", "stopped_at_step": "Wall angels"}
+                       "planned_s": "730.0", "ended": "stopped", "stopped_at_step": "Wall angels",
+                       "stopped_at_percent": "41.0", "target_low": "3", "target_high": "4"}
     assert rows[9]["planned_s"] == "" and rows[9]["stopped_at_step"] == ""
+    assert (rows[9]["stopped_at_percent"], rows[9]["target_low"], rows[9]["target_high"]) == (
+        "", "2", "3")
     assert siblings(out_path) == ["sessions.csv"]  # no temporary file left behind
     assert run("neck", "--export", str(out_path))[0] == 0
     assert len(out_path.read_text().splitlines()) == 2

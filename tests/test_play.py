@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import signal
 import subprocess
 import sys
@@ -211,6 +212,12 @@ def test_keys_pause_skip_restart_and_quit(pulse_server: PulseServer, tmp_path: P
     assert "Stopped." in output and "space pause/resume" in output
     entry = sessions()[0]
     assert (entry.ended, entry.stopped_at_step) == ("stopped", "Second")
+    # where it stopped is what the status line last showed (the skip put the playhead ahead
+    # of the time played), not the share of time played
+    shown = [int(p) for p in re.findall(r"(\d+)%", output)]
+    assert entry.stopped_at_percent is not None and entry.planned_s
+    assert abs(entry.stopped_at_percent - shown[-1]) <= 1
+    assert entry.stopped_at_percent - 100 * entry.played_s / entry.planned_s > 5
     # the pause: silence from the keypress plus what the device already held
     # (DEVICE_LATENCY_S, 0.3 s) until well into the 1.5 s pause
     at = int(recording.seconds_since_start(paused_at) * SR)

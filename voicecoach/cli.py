@@ -333,7 +333,7 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
     from .play import Coach, run
 
     loaded = load(spec.routine) if isinstance(spec.routine, str) else spec.routine
-    target = Target.from_amount(loaded.dosage.sessions_per_week if loaded.dosage else None)
+    target = Target.of(loaded)
     told = coaching(loaded.id, target, datetime.now(UTC))
     brief = spec.options.brief
     greeting = told.greeting
@@ -361,7 +361,7 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
 
 def _log_session(coach: Coach, started_at: datetime, ended: str) -> None:
     """Record a played session; a history that cannot be written only warns."""
-    from .history import SessionEntry, record
+    from .history import SessionEntry, Target, record
 
     session = coach.session
     warning = record(SessionEntry(
@@ -369,7 +369,9 @@ def _log_session(coach: Coach, started_at: datetime, ended: str) -> None:
         variation=session.timeline.variation, level=session.spec.options.level, started_at=started_at,
         played_s=coach.played_s, ended="completed" if ended == "completed" else "stopped",
         stopped_at_step=None if ended == "completed" else coach.step_title(),
-        planned_s=session.timeline.duration_s))
+        planned_s=session.timeline.duration_s,
+        stopped_at_percent=None if ended == "completed" else coach.percent,
+        target=Target.of(session.routine)))
     if warning:
         click.echo(f"Warning: {warning}", err=True)
 

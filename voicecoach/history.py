@@ -30,7 +30,7 @@ from typing import Any, Literal, TypeVar
 
 from .errors import VoicecoachError
 from .files import write_atomically
-from .model import Amount, Range
+from .model import Amount, Range, Routine
 
 T = TypeVar("T")
 
@@ -46,7 +46,8 @@ APPLICATION_ID = int.from_bytes(b"VcHi", "big")
 
 _MAGIC = b"SQLite format 3\x00"
 CSV_COLUMNS = ("id", "routine", "title", "variation", "level", "started_at", "played_s",
-               "planned_s", "ended", "stopped_at_step")
+               "planned_s", "ended", "stopped_at_step", "stopped_at_percent",
+               "target_low", "target_high")
 
 
 # --- the schema: one function per version, applied in order, never edited once released --
@@ -76,7 +77,18 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX sessions_by_routine ON sessions (routine_id, started_at)")
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+def _v3(db: sqlite3.Connection) -> None:
+    """Where a stopped session stopped, as the share of the session the status line showed
+    (position, not time played: a pause or a skip makes them differ); and the routine's
+    weekly target when it was played, so a routine file that is not at hand (a person's
+    own, run from another folder) still shows its target in plain `history`."""
+    db.execute("ALTER TABLE sessions ADD COLUMN stopped_at_percent REAL "
+               "CHECK (stopped_at_percent BETWEEN 0 AND 100)")
+    db.execute("ALTER TABLE sessions ADD COLUMN target_low REAL CHECK (target_low > 0)")
+    db.execute("ALTER TABLE sessions ADD COLUMN target_high REAL CHECK (target_high >= target_low)")
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 """MIGRATIONS[n - 1] takes a version n - 1 database to version n. Append; never edit."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -101,6 +113,10 @@ class SessionEntry:
     ended: Ended
     stopped_at_step: str | None = None
     planned_s: float | None = None
+    stopped_at_percent: float | None = None
+    """Where a stopped session stopped, in percent of the session (what the status line showed)."""
+    target: Target | None = None
+    """The routine's weekly target when it was played (None: no dosage, or recorded before v3)."""
     id: int | None = None
 
     def __post_init__(self) -> None:
@@ -110,6 +126,8 @@ class SessionEntry:
             raise ValueError("started_at must carry a time zone (use datetime.now(UTC))")
         if not self.played_s >= 0:
             raise ValueError(f"played_s must be 0 or more, got {self.played_s}")
+        if self.stopped_at_percent is not None and not 0 <= self.stopped_at_percent <= 100:
+            raise ValueError(f"stopped_at_percent must be 0 to 100, got {self.stopped_at_percent}")
 
     @property
     def counts(self) -> bool:
@@ -137,6 +155,9 @@ class SessionEntry:
             "planned_s": None if self.planned_s is None else round(self.planned_s, 1),
             "ended": self.ended,
             "stopped_at_step": self.stopped_at_step,
+            "stopped_at_percent": (None if self.stopped_at_percent is None
+                                   else round(self.stopped_at_percent, 1)),
+            "target": self.target.to_json() if self.target else None,
         }
 
 
@@ -157,6 +178,11 @@ class Target:
 
     low: float
     high: float
+
+    @classmethod
+    def of(cls, routine: Routine) -> Target | None:
+        """The routine's `dosage.sessions_per_week`, if it has one."""
+        return cls.from_amount(routine.dosage.sessions_per_week if routine.dosage else None)
 
     @classmethod
     def from_amount(cls, amount: Amount | None) -> Target | None:
@@ -435,7 +461,8 @@ def _as_history_error(path: Path, error: sqlite3.Error | OSError) -> HistoryErro
 # --- writing -----------------------------------------------------------------------------------
 
 _INSERT = """INSERT INTO sessions (routine_id, routine_title, variation, level, started_at,
-    played_s, ended, stopped_at_step, planned_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    played_s, ended, stopped_at_step, planned_s, stopped_at_percent, target_low, target_high)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 
 def record(entry: SessionEntry, db_path: Path | None = None) -> HistoryWarning | None:
@@ -453,7 +480,9 @@ def record(entry: SessionEntry, db_path: Path | None = None) -> HistoryWarning |
             raise _not_ours(path) from None
         db.execute(_INSERT, (entry.routine_id, entry.routine_title, entry.variation, entry.level,
                              entry.started_utc, float(entry.played_s), entry.ended,
-                             entry.stopped_at_step, entry.planned_s))
+                             entry.stopped_at_step, entry.planned_s, entry.stopped_at_percent,
+                             entry.target.low if entry.target else None,
+                             entry.target.high if entry.target else None))
 
     try:
         _write(path, insert)
@@ -487,7 +516,7 @@ def forget(routine_id: str | None = None, db_path: Path | None = None) -> int:
 # --- reading -----------------------------------------------------------------------------------
 
 _SELECT = """SELECT id, routine_id, routine_title, variation, level, started_at, played_s,
-    ended, stopped_at_step, planned_s FROM sessions"""
+    ended, stopped_at_step, planned_s, stopped_at_percent, target_low, target_high FROM sessions"""
 
 
 def _select(db: sqlite3.Connection, routine_id: str | None) -> list[SessionEntry]:
@@ -498,7 +527,10 @@ def _select(db: sqlite3.Connection, routine_id: str | None) -> list[SessionEntry
                      level=_text(r[4]), started_at=datetime.fromisoformat(_text(r[5])),
                      played_s=_real(r[6]), ended=r[7],
                      stopped_at_step=None if r[8] is None else _text(r[8]),
-                     planned_s=None if r[9] is None else _real(r[9]), id=int(r[0]))
+                     planned_s=None if r[9] is None else _real(r[9]),
+                     stopped_at_percent=None if r[10] is None else _real(r[10]),
+                     target=None if r[11] is None else Target(_real(r[11]), _real(r[12])),
+                     id=int(r[0]))
         for r in rows
     ]
 
@@ -571,7 +603,10 @@ def export_csv(output: Path, routine_id: str | None = None, db_path: Path | None
         writer.writerow([row["id"], row["routine"], row["title"], row["variation"], row["level"],
                          row["started_at"], row["played_s"],
                          "" if row["planned_s"] is None else row["planned_s"], row["ended"],
-                         row["stopped_at_step"] or ""])
+                         row["stopped_at_step"] or "",
+                         "" if row["stopped_at_percent"] is None else row["stopped_at_percent"],
+                         "" if e.target is None else _number(e.target.low),
+                         "" if e.target is None else _number(e.target.high)])
     write_atomically(output, buffer.getvalue().encode("utf-8"))
     return len(entries)
 

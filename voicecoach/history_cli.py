@@ -42,8 +42,7 @@ Info = tuple[str | None, "Target | None"]
 def _info(routine: Routine) -> Info:
     from .history import Target
 
-    sessions_per_week = routine.dosage.sessions_per_week if routine.dosage else None
-    return routine.title, Target.from_amount(sessions_per_week)
+    return routine.title, Target.of(routine)
 
 
 def _routine_info(routine_id: str) -> Info:
@@ -72,10 +71,14 @@ def _resolve(name: str, db_path: Path) -> tuple[str, Info]:
 
 
 def _ended_text(entry: SessionEntry) -> str:
+    """Where a stopped session stopped, in the percent the status line showed then (for
+    sessions recorded before that was kept, the share of its time played)."""
     if entry.ended == "completed":
         return "completed"
     text = f"stopped at {entry.stopped_at_step}" if entry.stopped_at_step else "stopped"
-    if entry.planned_s:
+    if entry.stopped_at_percent is not None:
+        text += f" ({entry.stopped_at_percent:.0f}%)"
+    elif entry.planned_s:
         text += f" ({min(100, round(100 * entry.played_s / entry.planned_s))}%)"
     return text
 
@@ -199,6 +202,8 @@ def history(routine: str | None, as_json: bool, limit: int, weeks: int, export_t
     for rid in ids:
         title, target = named if rid == routine_id else _routine_info(rid)
         mine = [e for e in entries if e.routine_id == rid]
+        if title is None:  # not at hand (a person's own file, played from another folder):
+            target = next((e.target for e in mine if e.target), None)  # as last played
         title = title or (mine[0].routine_title if mine else rid)
         summaries.append(lib.summarize(mine, rid, title, target, now, weeks=weeks))
     if as_json:

@@ -57,6 +57,11 @@ class Coach:
     def position(self) -> int:
         return min(self.player.position_samples, self.total)
 
+    @property
+    def percent(self) -> float:
+        """How far into the session the playhead is, as the status line shows it."""
+        return 100 * self.position / max(1, self.total)
+
     def toggle_pause(self) -> None:
         if self.player.paused:
             self.player.resume()
@@ -95,7 +100,7 @@ class Coach:
             left = f"{timed.kind} {_whole_seconds(timed.end - pos, sr)} s left"
         else:
             left = f"{_whole_seconds(max(0, section.end - pos), sr)} s left in step"
-        parts = [section.title, label, left, f"{100 * pos / max(1, self.total):.0f}%"]
+        parts = [section.title, label, left, f"{self.percent:.0f}%"]
         state = "paused · " if self.player.paused else ""
         return state + " · ".join(p for p in parts if p)
 

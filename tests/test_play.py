@@ -23,6 +23,7 @@ from voicecoach.backends import DEVICE_LATENCY_S
 from voicecoach.history import sessions
 from voicecoach.pipeline import prepare
 from voicecoach.play import Coach
+from tests.output import without_stage_lines
 
 SR = SAMPLE_RATE
 SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
@@ -132,7 +133,7 @@ def test_play_is_the_export_with_no_drift(pulse_server: PulseServer, tmp_path: P
     time.sleep(0.3)
     recorded = recording.stop()
     assert result.returncode == 0, result.stderr
-    assert result.stderr == "Done.\n"
+    assert without_stage_lines(result.stderr) == "Done.\n"
     entry = sessions()[0]
     assert (entry.routine_id, entry.routine_title, entry.variation, entry.level, entry.ended) == (
         "short", "Short test", "standard", "middle", "completed")

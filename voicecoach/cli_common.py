@@ -7,6 +7,7 @@ import functools
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
@@ -138,9 +139,26 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None] | Non
         yield bar.update
 
 
-def terminal_progress() -> Progress | None:
-    """A progress bar where stderr is a terminal; nothing where it is a pipe or a file."""
-    return progress_bar if sys.stderr.isatty() else None
+STAGE_LINE_AFTER_S = 1.0
+"""Where stderr is a pipe or a log, a stage still at work after this long says so."""
+
+
+@contextmanager
+def stage_line(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """One line on stderr for a stage that takes over a second (the library's `Progress`,
+    for a log or a pipe): "Synthesizing speech...". A quick stage prints nothing."""
+    timer = threading.Timer(STAGE_LINE_AFTER_S, lambda: click.echo(f"{label}...", err=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield None
+    finally:
+        timer.cancel()
+
+
+def terminal_progress() -> Progress:
+    """A progress bar where stderr is a terminal; a line per long stage where it is not."""
+    return progress_bar if sys.stderr.isatty() else stage_line
 
 
 def clock(seconds: float, *, tenths: bool = False) -> str:

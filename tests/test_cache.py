@@ -105,7 +105,9 @@ def test_usage_and_clear_touch_only_our_own_files(tmp_path: Path) -> None:
     root = tmp_path / "cache"
     ours = [root / "phrases" / "ab" / f"{NAME}.vcp", root / "phrases" / "ab" / f"{NAME}.npy",
             root / "phrases" / "ab" / f"{NAME}.k.npy", root / "phrases" / "cd" / ".part-x1y2z3",
-            root / "checked" / f"{'0' * 64}.ok"]
+            root / "checked" / f"{'0' * 64}.ok",
+            root / "phrases" / "cd" / f".{NAME}.vcp.vc-0123abcd.part",  # a killed writer's
+            root / "checked" / f".{'2' * 64}.ok.vc-89abcdef.part"]
     theirs = [root / "notes.txt", root / "phrases" / "ab" / "keep.npy",
               root / "phrases" / "mine" / f"{NAME}.vcp", root / "checked" / "list.ok",
               root / "other" / f"{NAME}.vcp"]
@@ -117,9 +119,9 @@ def test_usage_and_clear_touch_only_our_own_files(tmp_path: Path) -> None:
     (root / "phrases" / "ef").symlink_to(tmp_path, target_is_directory=True)
     (root / "phrases" / "ab" / f"{'1' * 64}.vcp").symlink_to(outside)
     found = cache.usage(root)
-    assert (found.phrases, found.checked, found.files) == (3, 1, 6)
+    assert (found.phrases, found.checked, found.files) == (3, 1, 8)
     removed = cache.clear(root)
-    assert (removed.phrases, removed.checked, removed.files) == (3, 1, 6)
+    assert (removed.phrases, removed.checked, removed.files) == (3, 1, 8)
     assert removed.others == 6
     assert all(not p.exists() for p in ours)
     assert all(p.exists() for p in theirs)

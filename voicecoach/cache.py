@@ -22,11 +22,12 @@ import mmap
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Literal
+
+from .files import install, is_temp_name, temp_beside
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,42 +49,30 @@ def cache_dir() -> Path:
     return user_dir("cache")
 
 
-TEMP_PREFIX = ".part-"
+OLD_TEMP_PREFIX = ".part-"
+"""Temporary files of earlier versions' cache writes (now named as every other, files.temp_name)."""
 
 
 def store_atomically(path: Path, data: bytes | Callable[[BinaryIO], object], *,
                      replace: bool = True) -> tuple[int, int] | None:
-    """A cache write: whole or not at all, so a process sharing the cache never reads half
-    a file; with replace=False an existing file is kept. `data` is the bytes, or writes
-    them to the open file. The file is fsynced before it gets its name, so a power cut
-    cannot leave the name on unwritten blocks (the folder is not: a name lost to a power
-    cut is only a miss). Returns the (device, inode) of the file this call put in place,
-    None if it put none. An unwritable cache costs speed, not correctness, so failures
-    pass."""
+    """A cache write (files.temp_beside and files.install, as every atomic write): whole or
+    not at all, so a process sharing the cache never reads half a file; with replace=False
+    an existing file is kept. `data` is the bytes, or writes them to the open file. The
+    folder is not flushed: a name lost to a power cut is only a miss. Returns the
+    (device, inode) of the file this call put in place, None if it put none. An
+    unwritable cache costs speed, not correctness, so failures pass."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with temp_beside(path) as temp_path:
+            with temp_path.open("r+b") as f:
                 if isinstance(data, bytes):
                     f.write(data)
                 else:
                     data(f)
-                f.flush()
-                os.fsync(f.fileno())
                 stat = os.fstat(f.fileno())
-            if replace:
-                os.replace(tmp, path)
-            else:
-                try:
-                    os.link(tmp, path)  # atomic, and never over another process's entry
-                except FileExistsError:
-                    return None
-            return stat.st_dev, stat.st_ino
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    except OSError:
+            install(temp_path, path, replace=replace)
+        return stat.st_dev, stat.st_ino
+    except OSError:  # FileExistsError included: another process's entry stays
         return None
 
 
@@ -185,13 +174,17 @@ def read_entry(path: Path, summary_size: Callable[[int], int]) -> Entry:
 
 _HEX64 = "[0-9a-f]{64}"
 _OURS = {
-    "phrases": re.compile(rf"{_HEX64}(\{ENTRY_SUFFIX}|\.npy|\.k\.npy)|{re.escape(TEMP_PREFIX)}\w+"),
-    "checked": re.compile(rf"{_HEX64}\.ok|{re.escape(TEMP_PREFIX)}\w+"),
+    "phrases": re.compile(rf"{_HEX64}(\{ENTRY_SUFFIX}|\.npy|\.k\.npy)|{re.escape(OLD_TEMP_PREFIX)}\w+"),
+    "checked": re.compile(rf"{_HEX64}\.ok|{re.escape(OLD_TEMP_PREFIX)}\w+"),
 }
 """The files voicecoach writes, by folder: phrase entries (and the .npy pairs of earlier
 versions), schema markers (load.py), and temporary files a killed process left behind.
 Phrases sit one level down, in folders named by two hex digits."""
 _SHARD = re.compile("[0-9a-f]{2}")
+
+
+def _is_temp(name: str) -> bool:
+    return is_temp_name(name) or name.startswith(OLD_TEMP_PREFIX)
 
 
 def _is_phrase(kind: str, name: str) -> bool:
@@ -234,7 +227,8 @@ def _walk(folder: Path) -> Iterator[tuple[str, os.DirEntry[str] | None, Path]]:
         for sub in subdirs:
             with os.scandir(sub) as it:
                 for f in it:
-                    ours = pattern.fullmatch(f.name) and not f.is_dir(follow_symlinks=False)
+                    ours = ((pattern.fullmatch(f.name) or is_temp_name(f.name))
+                            and not f.is_dir(follow_symlinks=False))
                     yield (kind, f, Path(f.path)) if ours else ("other", None, Path(f.path))
             if sub != top:
                 yield "dir", None, sub
@@ -253,7 +247,7 @@ def usage(folder: Path | None = None) -> Usage:
             result.bytes += entry.stat(follow_symlinks=False).st_size
         if _is_phrase(kind, entry.name):
             result.phrases += 1
-        elif kind == "checked" and not entry.name.startswith(TEMP_PREFIX):
+        elif kind == "checked" and not _is_temp(entry.name):
             result.checked += 1
     return result
 
@@ -278,6 +272,6 @@ def clear(folder: Path | None = None) -> Usage:
             removed.bytes += size
             if _is_phrase(kind, entry.name):
                 removed.phrases += 1
-            elif kind == "checked" and not entry.name.startswith(TEMP_PREFIX):
+            elif kind == "checked" and not _is_temp(entry.name):
                 removed.checked += 1
     return removed

@@ -34,7 +34,8 @@ from pathlib import Path
 from .errors import VoicecoachError
 
 __all__ = ["STALE_AFTER_S", "atomic_path", "check_space", "check_target", "describe_os_error",
-           "free_bytes", "is_dir", "is_temp_name", "sweep_stale", "temp_name", "write_atomically"]
+           "free_bytes", "install", "is_dir", "is_temp_name", "sweep_stale", "temp_beside", "temp_name",
+           "write_atomically"]
 
 STALE_AFTER_S = 3600.0
 """A temporary file of ours untouched this long belongs to a process that was killed:
@@ -255,6 +256,39 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
 
 
 @contextmanager
+def temp_beside(path: Path) -> Iterator[Path]:
+    """A new, empty temporary file in `path`'s folder (named by `temp_name`), removed on
+    the way out unless `install` gave it `path`'s name. Every atomic write goes through
+    here: the outputs a person asks for (`atomic_path`) and the cache's entries.
+
+    Ctrl-C, SIGTERM or SIGHUP between creating the file and the `try` that removes it
+    would leave it behind: they wait, blocked, until the `try` has begun.
+    """
+    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        temp_path = _create_temp_beside(path)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a waiting signal arrives in the try
+    try:
+        yield temp_path
+    finally:
+        with suppress(OSError):  # never let cleanup hide the reason we are cleaning up
+            temp_path.unlink(missing_ok=True)
+
+
+def install(temp_path: Path, path: Path, *, replace: bool = True) -> None:
+    """Give a written temporary file its name in one step, after flushing it to disk (so
+    after a power cut the name points to its whole content or to the old one). With
+    replace=False an existing `path` is kept and FileExistsError raised."""
+    _fsync_path(temp_path)
+    if replace:
+        os.replace(temp_path, path)
+    else:
+        os.link(temp_path, path)  # atomic, and never over another process's file
+
+
+@contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path` in one step.
 
@@ -265,26 +299,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """
     real = check_target(path)
     sweep_stale(real.parent)
-    # Ctrl-C, SIGTERM or SIGHUP between creating the temporary file and the `try` that
-    # removes it would leave it behind: they wait, blocked, until the `try` has begun.
-    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
-        temp_path = _create_temp_beside(real)
+        with temp_beside(real) as temp_path:
+            yield temp_path
+            install(temp_path, real)
     except OSError as error:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        raise VoicecoachError(describe_os_error(path, error, real)) from None
-    try:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a waiting signal arrives in here
-        yield temp_path
-        _fsync_path(temp_path)
-        os.replace(temp_path, real)
-    except BaseException as error:
-        with suppress(OSError):  # never let cleanup hide the reason we are cleaning up
-            temp_path.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise VoicecoachError(describe_os_error(path, error, real)) from error
-        raise
+        raise VoicecoachError(describe_os_error(path, error, real)) from error
     _fsync_path(real.parent, directory=True)
 
 

@@ -26,11 +26,11 @@ from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from .errors import VoicecoachError
 from .files import write_atomically
-from .model import Amount, Range, Routine
+from .model import JSON, Amount, Range, Routine
 
 T = TypeVar("T")
 
@@ -142,7 +142,7 @@ class SessionEntry:
         """How the start is stored: UTC ISO 8601 to the second, so text order is time order."""
         return self.started_at.astimezone(UTC).isoformat(timespec="seconds")
 
-    def to_json(self, tz: tzinfo | None = None) -> dict[str, Any]:
+    def to_json(self, tz: tzinfo | None = None) -> dict[str, JSON]:
         return {
             "id": self.id,
             "routine": self.routine_id,
@@ -197,7 +197,7 @@ class Target:
     def met(self, sessions: int) -> bool:
         return sessions >= self.low
 
-    def to_json(self) -> dict[str, int | float]:
+    def to_json(self) -> dict[str, JSON]:
         return {"low": _json_number(self.low), "high": _json_number(self.high)}
 
 
@@ -216,7 +216,7 @@ class Week:
         year, week, _ = self.start.isocalendar()
         return f"{year}-W{week:02d}"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSON]:
         return {"week": self.label, "start": self.start.isoformat(), "sessions": self.sessions,
                 "minutes": round(self.played_s / 60, 1), "on_target": self.on_target}
 
@@ -238,7 +238,7 @@ class Summary:
     def this_week(self) -> Week:
         return self.weeks[-1]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSON]:
         return {
             "routine": self.routine_id,
             "title": self.title,
@@ -660,7 +660,7 @@ def summarize(entries: Iterable[SessionEntry], routine_id: str, title: str,
 
 
 def history_json(entries: Sequence[SessionEntry], summaries: Sequence[Summary], *,
-                 routine_id: str | None, limit: int, tz: tzinfo | None = None) -> dict[str, Any]:
+                 routine_id: str | None, limit: int, tz: tzinfo | None = None) -> dict[str, JSON]:
     """The stable shape `voicecoach history --json` prints (documented in the README)."""
     shown = entries if limit == 0 else entries[:limit]
     return {

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from .errors import Problem
+
+JSON: TypeAlias = "str | int | float | bool | None | list[JSON] | dict[str, JSON]"
+"""A value `json.dumps` takes: what `show --json` and `history --json` print are made of."""
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from . import SAMPLE_RATE
 from .compile import Begin, Chapter, End, Mark, Say, Script, Timed, Tone, Wait
-from .errors import RoutineError
-from .model import Where
+from .errors import Problem, RoutineError
+from .model import JSON, Where
 
 PAUSE_AFTER_SPEECH_S = 0.35
 """Breath between spoken lines."""
@@ -84,18 +84,18 @@ class Timeline:
     def duration_s(self) -> float:
         return self.duration_samples / self.sample_rate
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSON]:
         sr = self.sample_rate
-        events = []
+        events: list[JSON] = []
         for e in self.events:
-            item: dict[str, Any] = {"kind": e.kind, "start": round(e.start / sr, 6),
+            item: dict[str, JSON] = {"kind": e.kind, "start": round(e.start / sr, 6),
                                     "end": round(e.end / sr, 6)}
             item["text" if e.kind == "speech" else "tone"] = e.value
             item["step"] = e.step
             events.append(item)
         return {"routine": self.routine_id, "variation": self.variation,
                 "duration": round(self.duration_samples / sr, 6), "sample_rate": sr, "events": events,
-                "notices": list(self.notices),
+                "notices": list[JSON](self.notices),
                 "spans": [{"kind": s.kind, "start": round(s.start / sr, 6), "end": round(s.end / sr, 6),
                            "label": s.label} for s in self.spans]}
 
@@ -175,7 +175,7 @@ def schedule(script: Script, speech_length: Callable[[str], int],
 
 
 def _place(window: Timed, start: int, length: int, event: Callable[[Say | Tone, int], Event],
-           sample_rate: int, notices: Counter[str] | None) -> tuple[list[Event], list[Any], int]:
+           sample_rate: int, notices: Counter[str] | None) -> tuple[list[Event], list[Problem], int]:
     """Place a window's marks; any that overlap or spill out are errors, never a stretch.
 
     With `notices` (adapting to options), what does not fit is left out of a hold or rest,
@@ -233,6 +233,6 @@ def _offset(mark: Mark, length: int, sample_rate: int) -> int:
     return _samples(mark.seconds, sample_rate)
 
 
-def _problem(where: Where | None, message: str) -> Any:
+def _problem(where: Where | None, message: str) -> Problem:
     w = where or Where("<routine>", 1, 1, "")
     return w.problem(message)

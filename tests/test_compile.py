@@ -1,4 +1,9 @@
-"""Compiling and scheduling: exact holds and tempo, ranges by level, every article fact spoken."""
+"""Compiling and scheduling: exact holds and tempo, ranges by level, every article fact spoken.
+
+These are the pure stages, run on plain data: no speech is made. A phrase lasts as long as
+its text at a steady speaking rate, about what the default voice takes; the tones are the
+shipped ones. What real phrase lengths do is tested end to end (test_render, test_golden).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,25 @@ from voicecoach import SAMPLE_RATE
 from voicecoach.compile import Options, Say, Timed, Tone, compile_routine
 from voicecoach.errors import RoutineError, UsageError
 from voicecoach.load import load, loads
-from voicecoach.pipeline import prepare
-from voicecoach.schedule import Timeline
+from voicecoach.model import Routine
+from voicecoach.pipeline import is_plain
+from voicecoach.render import ToneBank
+from voicecoach.schedule import Timeline, schedule
+from voicecoach.spec import VoiceSettings
 
 SR = SAMPLE_RATE
+SECONDS_PER_CHARACTER = 0.07
+"""About 170 words a minute: a phrase's length here, in place of the voice's."""
+TONES = ToneBank()
+
+
+def timeline_of(routine: str | Routine, variation: str | None = None,
+                options: Options = Options()) -> Timeline:
+    """compile then schedule, as `prepare` runs them, with lengths from plain data."""
+    loaded = load(routine) if isinstance(routine, str) else routine
+    return schedule(compile_routine(loaded, variation, options),
+                    lambda text: round(len(text) * SECONDS_PER_CHARACTER * SR), TONES.length,
+                    adapt=not is_plain(options, VoiceSettings()))
 
 
 def holds(timeline: Timeline) -> list[tuple[int, int]]:
@@ -29,7 +49,7 @@ def spoken(timeline: Timeline) -> str:
 
 @pytest.mark.parametrize(("level", "seconds", "reps"), [("low", 20, 12), ("middle", 25, 14), ("high", 30, 15)])
 def test_level_picks_within_ranges_and_holds_are_exact(level: str, seconds: int, reps: int) -> None:
-    timeline = prepare("upper-back-knot", options=Options(level=level)).timeline
+    timeline = timeline_of("upper-back-knot", options=Options(level=level))
     side_bend = [(a, b) for a, b in holds(timeline) if b - a > 5 * SR]
     # side bend left and right, hang, foam roller x3 at middle (2-4), downward dog (30-45)
     assert [b - a for a, b in side_bend[:3]] == [seconds * SR] * 3
@@ -41,17 +61,17 @@ def test_level_picks_within_ranges_and_holds_are_exact(level: str, seconds: int,
 
 
 def test_overrides_apply_to_every_hold_and_rep_count() -> None:
-    timeline = prepare("upper-back-knot", options=Options(hold_s=15, reps=3)).timeline
+    timeline = timeline_of("upper-back-knot", options=Options(hold_s=15, reps=3))
     long_holds = [b - a for a, b in holds(timeline) if b - a > 2 * SR]
     assert long_holds and all(length == 15 * SR for length in long_holds)
     counts = [e.value for e in timeline.events if e.step == "Shoulder shrugs" and e.value.isdigit()]
     assert counts == ["1", "2", "3"]
-    mid = prepare("mid-back-knot", options=Options(reps=300)).timeline
+    mid = timeline_of("mid-back-knot", options=Options(reps=300))
     assert [e.value for e in mid.events if e.value.isdigit()][-1] == "300"
 
 
 def test_announcements_inside_a_hold_never_stretch_it() -> None:
-    timeline = prepare("upper-back-knot").timeline
+    timeline = timeline_of("upper-back-knot")
     start, end = holds(timeline)[-1]  # downward dog, 38 s
     assert end - start == 38 * SR
     inside = [e for e in timeline.events if start < e.start < end]
@@ -65,7 +85,7 @@ def test_announcements_inside_a_hold_never_stretch_it() -> None:
 
 def test_halfway_in_an_odd_hold_is_its_middle_to_the_sample() -> None:
     """25 s: halfway at 12.5 s, not at the whole second before it."""
-    timeline = prepare("upper-back-knot", options=Options(hold_s=25)).timeline
+    timeline = timeline_of("upper-back-knot", options=Options(hold_s=25))
     start, end = holds(timeline)[-1]
     halfway = next(e for e in timeline.events if start < e.start < end)
     assert (end - start, halfway.value, halfway.start - start) == (25 * SR, "Halfway there.",
@@ -74,7 +94,7 @@ def test_halfway_in_an_odd_hold_is_its_middle_to_the_sample() -> None:
 
 def test_a_fractional_hold_lasts_to_the_nearest_sample() -> None:
     """--hold 20.0003 is 441006.615 samples: 441007 of them, not the 441006 truncation gives."""
-    timeline = prepare("upper-back-knot", options=Options(hold_s=20.0003)).timeline
+    timeline = timeline_of("upper-back-knot", options=Options(hold_s=20.0003))
     long_holds = [b - a for a, b in holds(timeline) if b - a > 10 * SR]
     assert long_holds and set(long_holds) == {441007}
     assert "Hold for 20.0003 seconds." in spoken(timeline)
@@ -86,7 +106,7 @@ def test_a_cue_that_cannot_fit_is_an_error_naming_the_line() -> None:
         "      - left: 1\n        say: Ten seconds left.\n"
     )
     with pytest.raises(RoutineError) as info:
-        prepare(loads(text, "short.yaml"))
+        timeline_of(loads(text, "short.yaml"))
     message = str(info.value)
     assert message.startswith("short.yaml:6:9: steps[0].during[0]: 'Ten seconds left.' (")
     assert message.endswith("s) does not fit in the 8-second window it is placed in; "
@@ -94,14 +114,14 @@ def test_a_cue_that_cannot_fit_is_an_error_naming_the_line() -> None:
 
 
 def test_announcements_without_a_moment_in_a_short_hold_are_left_out() -> None:
-    timeline = prepare("upper-back-knot", options=Options(hold_s=9)).timeline
+    timeline = timeline_of("upper-back-knot", options=Options(hold_s=9))
     start, end = holds(timeline)[0]
     inside = [e.value for e in timeline.events if start < e.start < end]
     assert inside == ["countdown", "countdown", "countdown"]
 
 
 def test_tempo_phases_have_exact_lengths() -> None:
-    timeline = prepare("mid-back-knot", options=Options(reps=3)).timeline
+    timeline = timeline_of("mid-back-knot", options=Options(reps=3))
     counts = [e for e in timeline.events if e.value in ("1", "2", "3")]
     rep_lengths = {b.start - a.start for a, b in itertools.pairwise(counts)}
     tone = next(e for e in timeline.events if e.value == "switch")
@@ -111,13 +131,13 @@ def test_tempo_phases_have_exact_lengths() -> None:
 
 
 def test_arms_alternate_inside_each_rep_with_a_switch_cue() -> None:
-    timeline = prepare("mid-back-knot", options=Options(reps=2)).timeline
+    timeline = timeline_of("mid-back-knot", options=Options(reps=2))
     rep = [e.value for e in timeline.events if e.step == "Roll out and lift" and "rep 1 of 2" in e.label]
     assert rep == ["1", "Reach out.", "Lift left.", "Down.", "switch", "Lift right.", "Down.", "Back."]
 
 
 def test_sides_switch_with_a_cue_and_fill_the_side() -> None:
-    timeline = prepare("upper-back-knot").timeline
+    timeline = timeline_of("upper-back-knot")
     side_bend = [e for e in timeline.events if e.step == "Side-bend stretch"]
     said = [e.value for e in side_bend]
     assert "Place your left hand on the right, top side of your head." in said
@@ -128,9 +148,9 @@ def test_sides_switch_with_a_cue_and_fill_the_side() -> None:
 
 
 def test_variations_pick_their_own_lines() -> None:
-    kneeling = spoken(prepare("mid-back-knot", "kneeling").timeline)
-    wall = spoken(prepare("mid-back-knot", "wall").timeline)
-    floor = spoken(prepare("mid-back-knot", "floor").timeline)
+    kneeling = spoken(timeline_of("mid-back-knot", "kneeling"))
+    wall = spoken(timeline_of("mid-back-knot", "wall"))
+    floor = spoken(timeline_of("mid-back-knot", "floor"))
     assert "Kneel on the ground." in kneeling and "Kneel on the ground." not in wall
     assert "Stand facing a wall" in wall and "Stand facing a wall" not in floor
     assert "Lie flat on your stomach" in floor and "foam roller" not in floor.split("This session")[1]
@@ -181,7 +201,7 @@ ARTICLE_FACTS = {
 
 @pytest.mark.parametrize(("routine", "variation"), sorted(ARTICLE_FACTS))
 def test_every_article_fact_reaches_the_ears(routine: str, variation: str) -> None:
-    text = spoken(prepare(routine, variation).timeline)
+    text = spoken(timeline_of(routine, variation))
     missing = [fact for fact in ARTICLE_FACTS[(routine, variation)] if fact not in text]
     assert missing == []
 

@@ -16,7 +16,7 @@ from voicecoach.compile import Options, Say, Timed, Tone, compile_routine
 from voicecoach.errors import RoutineError, UsageError
 from voicecoach.load import load, loads
 from voicecoach.model import Routine
-from voicecoach.pipeline import is_plain
+from voicecoach.pipeline import DEFAULT_OPTIONS, is_plain
 from voicecoach.render import ToneBank
 from voicecoach.schedule import Timeline, schedule
 from voicecoach.spec import VoiceSettings
@@ -28,7 +28,7 @@ TONES = ToneBank()
 
 
 def timeline_of(routine: str | Routine, variation: str | None = None,
-                options: Options = Options()) -> Timeline:
+                options: Options = DEFAULT_OPTIONS) -> Timeline:
     """compile then schedule, as `prepare` runs them, with lengths from plain data."""
     loaded = load(routine) if isinstance(routine, str) else routine
     return schedule(compile_routine(loaded, variation, options),

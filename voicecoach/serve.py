@@ -78,6 +78,10 @@ def new_token() -> str:
     return secrets.token_urlsafe(16)
 
 
+class NotFound(UsageError):
+    """An unknown routine or variation: 404, and what is there."""
+
+
 class Cancelled(Exception):
     """The server is stopping: a render in progress gives up (its temporary file goes)."""
 
@@ -139,6 +143,8 @@ class Coach:
         self._catalogue_lock = threading.Lock()
         self._routines_lock = threading.Lock()
         self.stopping = threading.Event()
+        self.renders = 0
+        """Sessions rendered by this server (a session found on disk is not rendered again)."""
 
     # --- what is offered ----------------------------------------------------------------
 
@@ -195,7 +201,7 @@ class Coach:
 
         routines = self.routines()
         if not isinstance(routine_id, str) or routine_id not in routines:
-            raise UsageError(f"unknown routine {json.dumps(routine_id)}: "
+            raise NotFound(f"unknown routine {json.dumps(routine_id)}: "
                              f"{did_you_mean(str(routine_id), routines, cutoff=0.5)}"
                              f"valid: {', '.join(routines)}")
         routine = routines[routine_id]
@@ -203,7 +209,7 @@ class Coach:
         if variation is None:
             variation = routine.default_variation
         if not isinstance(variation, str) or variation not in names:
-            raise UsageError(f"unknown variation {json.dumps(variation)} of {routine_id}: "
+            raise NotFound(f"unknown variation {json.dumps(variation)} of {routine_id}: "
                              f"{did_you_mean(str(variation), names)}valid: {', '.join(names)}")
         if level is None:
             level = "middle"
@@ -279,6 +285,7 @@ class Coach:
                 if self.stopping.is_set():
                     raise Cancelled
                 job.state, job.stage = "rendering", "Preparing the session"
+                self.renders += 1
                 session = open_session(job.spec, progress=lambda total, label: self._progress(
                     job, total, label))
                 make_folder(self.folder)
@@ -384,7 +391,7 @@ def create_app(coach: Coach, token: str | None = None) -> Starlette:
             spec, title = await run_in_threadpool(coach.spec_for, body.get("routine"),
                                                   body.get("variation"), body.get("level"))
         except UsageError as e:
-            return _error(404 if str(e).startswith("unknown") else 400, str(e))
+            return _error(404 if isinstance(e, NotFound) else 400, str(e))
         job = await run_in_threadpool(coach.start, spec, title)
         return JSONResponse(job.status(), status_code=202 if job.state != "ready" else 200)
 
@@ -502,9 +509,13 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         return socket.create_server(address[:2], family=family)
     except OSError as e:
-        hint = ": pick another --port, or 0 for any free one" if e.errno == 98 else ""
-        raise VoicecoachError(f"cannot listen on {host} port {port}: "
-                              f"{(e.strerror or str(e)).lower()}{hint}") from None
+        import errno
+        import os
+
+        hint = ": pick another --port, or 0 for any free one" if e.errno == errno.EADDRINUSE else ""
+        reason = os.strerror(e.errno) if e.errno else str(e)
+        raise VoicecoachError(f"cannot listen on {host} port {port}: {reason.lower()}{hint}") \
+            from None
 
 
 def lan_address() -> str:

@@ -14,6 +14,7 @@ let played = 0;        // seconds of audio heard, seeks left out: what the histo
 let lastTime = null;
 let recorded = false;
 let wakeLock = null;
+let weeks = {};         // this week's count against the dosage, by routine
 
 async function api(path, options) {
   const response = await fetch(path, options);
@@ -54,7 +55,10 @@ async function loadRoutines() {
   $("message").textContent = "Choose a routine, then Start.";
   const list = $("routines");
   list.replaceChildren();
-  for (const routine of data.routines) list.append(card(routine));
+  for (const routine of data.routines) {
+    weeks[routine.id] = routine.week.text;
+    list.append(card(routine));
+  }
 }
 
 function card(routine) {
@@ -115,7 +119,7 @@ async function begin(routine, variation, level) {
   $("now").hidden = true;
   $("preparing").hidden = false;
   $("stage").className = "";
-  $("week").textContent = "";
+  $("week").textContent = weeks[routine] || "";
   $("session-title").textContent = "";
   $("session-variation").textContent = "";
   try {
@@ -261,10 +265,13 @@ async function record(ended) {
   if (recorded || !timeline || played <= 0) return;
   recorded = true;
   const at = timeline.sections[sectionAt(audio.currentTime)].title;
+  const heard = played;
+  played = 0;   // played on after this, it is another session
   try {
     const week = await post(`api/sessions/${session.id}/history`,
-                            {ended, played_s: played, stopped_at_step: at});
+                            {ended, played_s: heard, stopped_at_step: at});
     $("week").textContent = week.text;
+    weeks[session.routine] = week.text;
   } catch (error) {
     $("week").textContent = `Not recorded: ${error.message}`;
   }

@@ -425,7 +425,8 @@ def test_the_page_coaches_a_session(served: Served, browser: Any) -> None:
     shown_rep = wait_for(lambda: (s := state(browser))["label"] == "rep 5 of 30" and s, "rep 5")
     section = at(sections, shown_rep["time"])
     assert section is not None and section["title"] == sections[k]["title"]
-    assert shown_rep["left"] == f"{-int(-(section['end'] - shown_rep['time']) // 1)} s left"
+    minutes, seconds = divmod(-int(-(section["end"] - shown_rep["time"]) // 1), 60)
+    assert minutes >= 1 and shown_rep["left"] == f"{minutes}:{seconds:02d} left"
 
     # stopped: in the history as `play` records it, and the page says where the week stands
     browser.find_element(By.ID, "stop").click()
@@ -523,3 +524,23 @@ def test_serve_lan_puts_a_token_in_the_address(tmp_path: Path) -> None:
     again, url_again, _ = start_serve("--lan", "--port", "0", env=env)
     stop_serve(again)
     assert url_again.rsplit("/", 2)[1] != token  # a new token each time
+
+
+def test_ctrl_c_during_a_render_leaves_no_file_behind(tmp_path: Path) -> None:
+    env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)}
+    process, url, _ = start_serve("--port", "0", env=env)
+    try:
+        status, _, body = request(url + "api/sessions", {"routine": "mid-back-knot", "level": "high"})
+        assert status == 202, body
+        job = json.loads(body)
+
+        def rendering() -> bool:
+            now = json.loads(request(url + f"api/sessions/{job['id']}")[2])
+            assert now["state"] != "ready", "rendered before it could be interrupted"
+            return bool(now["stage"] == "Rendering the audio" and now["progress"] > 0)
+
+        wait_for(rendering, "the audio to be rendering")
+        assert [p.name for p in (tmp_path / "served").iterdir()]  # its temporary file
+    finally:
+        stop_serve(process)
+    assert list((tmp_path / "served").iterdir()) == []

@@ -194,9 +194,13 @@ function update() {
   }
   $("label").textContent = labels.join(" · ");
   const timed = spanAt(t, ["hold", "rest"]);
-  const left = timed ? `${timed.kind === "hold" ? "Hold" : "Rest"}: ${Math.ceil(timed.end - t)} s`
-                     : `${Math.ceil(Math.max(0, section.end - t))} s left`;
-  $("left").textContent = left;
+  // a countdown shows whole seconds rounded up, so "0 s" only at the end
+  const seconds = (end) => {
+    const s = Math.ceil(Math.max(0, end - t));
+    return s >= 60 ? clock(s) : `${s} s`;
+  };
+  $("left").textContent = timed ? `${timed.kind === "hold" ? "Hold" : "Rest"}: ${seconds(timed.end)}`
+                                : `${seconds(section.end)} left`;
   const cues = track.track.activeCues;
   $("caption").textContent = cues && cues.length ? cues[cues.length - 1].text : "";
   $("now").dataset.time = String(t);

@@ -35,11 +35,11 @@ def main() -> None:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import Select
 
-        from voicecoach.serve import Coach, create_app, listen, served_dir
+        from voicecoach.serve import WebCoach, create_app, listen, served_dir
         from voicecoach.spec import VoiceSettings
 
         sock = listen("127.0.0.1", 0)
-        app = create_app(Coach(served_dir(), VoiceSettings(engine="espeak")))
+        app = create_app(WebCoach(served_dir(), VoiceSettings(engine="espeak")))
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
         thread.start()

@@ -31,7 +31,7 @@ import uvicorn
 from voicecoach.export import export_one
 from voicecoach.history import sessions
 from voicecoach.pipeline import prepare
-from voicecoach.serve import Coach, create_app, listen
+from voicecoach.serve import WebCoach, create_app, listen
 from voicecoach.spec import Options, SessionSpec, VoiceSettings
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,7 +55,7 @@ def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = WAIT_S)
 
 @dataclass
 class Served:
-    coach: Coach
+    coach: WebCoach
     port: int
     folder: Path
     data: Path
@@ -66,7 +66,7 @@ class Served:
 
 
 @contextmanager
-def running(coach: Coach, token: str | None) -> Iterator[int]:
+def running(coach: WebCoach, token: str | None) -> Iterator[int]:
     """uvicorn serving the app in a thread, on a free port; stopped as `serve` stops."""
     sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(create_app(coach, token), log_level="warning",
@@ -89,7 +89,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VOICECOACH_DATA_DIR", str(data))  # its own history, read back here
         folder = data / "served"
-        coach = Coach(folder, VoiceSettings("en", None, 1.0, "espeak"))
+        coach = WebCoach(folder, VoiceSettings("en", None, 1.0, "espeak"))
         with running(coach, TOKEN) as port:
             yield Served(coach, port, folder, data)
 
@@ -265,7 +265,7 @@ def test_a_session_is_the_export_rendered_once_and_seekable(served: Served, tmp_
         (s.title, round(s.start / sr, 6)) for s in made.sections]
 
     # a server started again on the same folder serves it without rendering it again
-    again = Coach(served.folder, served.coach.voice)
+    again = WebCoach(served.folder, served.coach.voice)
     spec_again, title = again.spec_for("mid-back-knot", "floor", "high")
     assert again.start(spec_again, title).state == "ready" and again.renders == 0
 
@@ -307,6 +307,18 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
+HANDLERS = """
+(() => {
+  window.mediaHandlers = {};
+  const set = navigator.mediaSession.setActionHandler.bind(navigator.mediaSession);
+  navigator.mediaSession.setActionHandler = (action, handler) => {
+    window.mediaHandlers[action] = handler;
+    set(action, handler);
+  };
+})();
+"""
+"""Keeps the page's Media Session handlers, to call them as the lock screen would."""
+
 PAGE_STATE = """
 const a = document.getElementById('audio');
 const now = document.getElementById('now');
@@ -347,6 +359,7 @@ def test_the_page_coaches_a_session(served: Served, browser: Any) -> None:
     from selenium.webdriver.support.ui import Select
 
     browser.execute_cdp_cmd("Browser.grantPermissions", {"permissions": ["wakeLockScreen"]})
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HANDLERS})
     browser.get(served.base)
     card = "article[data-routine='mid-back-knot']"
     wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, f"{card} button.start"),
@@ -405,14 +418,22 @@ def test_the_page_coaches_a_session(served: Served, browser: Any) -> None:
         "title": sections[k]["title"],
         "artist": "Mid-back knot: Standing, with the foam roller on a wall"}
 
-    # next exercise: lands on the next step's start, and plays on from there
-    browser.find_element(By.ID, "next").click()
+    # next track on the lock screen or a headset: lands on the next step's start, and plays
+    # on from there
+    assert sorted(browser.execute_script("return Object.keys(window.mediaHandlers)")) == [
+        "nexttrack", "pause", "play", "previoustrack", "seekto"]
+    browser.execute_script("window.mediaHandlers.nexttrack({action: 'nexttrack'})")
     seek = wait_for(lambda: state(browser)["seeks"][1:], "the jump")[0]
     assert seek == pytest.approx(sections[k + 1]["start"], abs=1e-3)
     wait_for(lambda: (s := state(browser))["step"] == sections[k + 1]["title"]
              and s["current"] > seek + 0.5, "playing on from the next exercise")
 
-    # previous, well into an exercise: back to its start
+    browser.execute_script("window.mediaHandlers.pause({action: 'pause'})")
+    wait_for(lambda: state(browser)["paused"] and not state(browser)["awake"], "the pause")
+    browser.execute_script("window.mediaHandlers.play({action: 'play'})")
+    wait_for(lambda: not state(browser)["paused"] and state(browser)["awake"], "playing again")
+
+    # the page's previous button, well into an exercise: back to its start
     browser.execute_script(f"document.getElementById('audio').currentTime = {seek + 10}")
     wait_for(lambda: state(browser)["time"] > seek + 10, "the seek into the exercise")
     browser.find_element(By.ID, "prev").click()

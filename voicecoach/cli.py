@@ -399,7 +399,16 @@ def serve(host: str, port: int, lan: bool) -> None:
     """
     import segno
 
-    from .serve import LOOPBACK_HOSTS, Coach, address, create_app, listen, new_token, run, served_dir
+    from .serve import (
+        LOOPBACK_HOSTS,
+        WebCoach,
+        address,
+        create_app,
+        listen,
+        new_token,
+        run,
+        served_dir,
+    )
 
     if lan and host == "127.0.0.1":
         host = "0.0.0.0"
@@ -407,7 +416,7 @@ def serve(host: str, port: int, lan: bool) -> None:
     token = None if local else new_token()  # beyond this machine, only with the address's token
     sock = listen(host, port)
     url = address(sock, host, token)
-    app = create_app(Coach(served_dir(), VoiceSettings()), token)
+    app = create_app(WebCoach(served_dir(), VoiceSettings()), token)
     click.echo(f"voicecoach is at {url}")
     segno.make_qr(url, error="m").terminal(out=sys.stdout, compact=True)
     click.echo("Open it on your phone" + (" (same Wi-Fi)" if token else " or in a browser here")

@@ -129,7 +129,7 @@ def session_json(session: Session, variation_title: str) -> dict[str, Any]:
             "voice": describe_voice(session.spec.voice)}
 
 
-class Coach:
+class WebCoach:
     """The server's state: the routines it offers, and its sessions by id."""
 
     def __init__(self, folder: Path, voice: VoiceSettings) -> None:
@@ -175,6 +175,13 @@ class Coach:
                 } for r in routines.values()]
             catalogue = self._catalogue
         return [{**r, "week": self.week(r["id"])} for r in catalogue]
+
+    def warm(self) -> None:
+        """Work the catalogue out ahead of the first request (its errors wait for it)."""
+        try:
+            self.catalogue()
+        except VoicecoachError:
+            pass
 
     def week(self, routine_id: str) -> dict[str, Any]:
         """This week's sessions of a routine against its dosage, from `play`'s history."""
@@ -365,7 +372,7 @@ async def _body(request: Request) -> object:
         raise UsageError(f"the body is not JSON: {e}") from None
 
 
-def create_app(coach: Coach, token: str | None = None) -> Starlette:
+def create_app(coach: WebCoach, token: str | None = None) -> Starlette:
     """The web app over `coach`; with a token, every request's path must start /TOKEN/."""
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -380,7 +387,10 @@ def create_app(coach: Coach, token: str | None = None) -> Starlette:
         return await web.get_response("index.html", request.scope)
 
     async def routines(request: Request) -> Response:
-        return JSONResponse({"routines": await run_in_threadpool(coach.catalogue)})
+        try:
+            return JSONResponse({"routines": await run_in_threadpool(coach.catalogue)})
+        except VoicecoachError as e:  # no voice to measure the sessions with, say
+            return _error(503, str(e))
 
     async def new_session(request: Request) -> Response:
         try:
@@ -433,6 +443,9 @@ def create_app(coach: Coach, token: str | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> Any:
+        # the routines' lengths, worked out while the phone is being found (a cold phrase
+        # cache with the neural voice takes a while); a failure is told to the page
+        threading.Thread(target=coach.warm, name="routine lengths", daemon=True).start()
         yield
         await run_in_threadpool(coach.stop)
 

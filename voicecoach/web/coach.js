@@ -274,7 +274,7 @@ async function record(ended) {
   try {
     const week = await post(`api/sessions/${session.id}/history`,
                             {ended, played_s: heard, stopped_at_step: at});
-    $("week").textContent = week.text;
+    $("week").textContent = week.warning ? `Not recorded: ${week.warning}` : week.text;
     weeks[session.routine] = week.text;
   } catch (error) {
     $("week").textContent = `Not recorded: ${error.message}`;

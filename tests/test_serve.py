@@ -10,6 +10,7 @@ fixed time: every wait ends as soon as its condition holds.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import signal
@@ -25,8 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 import uvicorn
+from scipy.signal import correlate, resample_poly
 
 from voicecoach.export import export_one
 from voicecoach.history import sessions
@@ -182,7 +186,7 @@ def test_unknown_routines_variations_levels_and_bodies_get_clean_4xx(served: Ser
                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert (status, json.loads(answer)) == (
         400, {"error": "expected a JSON body (Content-Type: application/json)"})
-    for path in ("api/sessions/nope", "sessions/nope/audio.mp3", "api/sessions/NOPE/history"):
+    for path in ("api/sessions/nope", "sessions/nope/audio.flac", "api/sessions/NOPE/history"):
         status, _, answer = request(served.base + path, {"ended": "completed", "played_s": 1}
                                     if path.endswith("history") else None)
         assert status == 404, path
@@ -194,16 +198,16 @@ def test_paths_outside_the_sessions_and_files_it_did_not_make_are_refused(served
     job = ready(served, "upper-back-knot", None, "low")
     # a file put in the served folder by someone else, named as the server names its own
     planted = "upper-back-knot-standard-low-0123456789abcdef"
-    for suffix in (".mp3", ".vtt", ".json"):
+    for suffix in (".flac", ".vtt", ".json"):
         (served.folder / f"{planted}{suffix}").write_text("not voicecoach's")
     secret = served.data / "secret.txt"
     secret.write_text("private")
     t = f"/{TOKEN}"
-    for path in (f"{t}/sessions/{planted}/audio.mp3", f"{t}/sessions/{planted}/timeline.json",
+    for path in (f"{t}/sessions/{planted}/audio.flac", f"{t}/sessions/{planted}/timeline.json",
                  f"{t}/sessions/{job['id']}/../../secret.txt",
                  f"{t}/sessions/{job['id']}/..%2F..%2Fsecret.txt",
-                 f"{t}/sessions/..%2F{job['id']}/audio.mp3",
-                 f"{t}/sessions/{job['id']}/{job['id']}.mp3",
+                 f"{t}/sessions/..%2F{job['id']}/audio.flac",
+                 f"{t}/sessions/{job['id']}/{job['id']}.flac",
                  f"{t}/sessions/%2e%2e/secret.txt", f"{t}/static/../serve.py",
                  f"{t}/static/..%2Fserve.py", f"{t}/static/%2e%2e/serve.py",
                  f"{t}/static/..%2F..%2F..%2Fetc%2Fpasswd", f"{t}/../secret.txt",
@@ -211,7 +215,7 @@ def test_paths_outside_the_sessions_and_files_it_did_not_make_are_refused(served
         status, body = raw_get(served.port, path)
         assert 400 <= status < 500, (path, status)
         assert b"private" not in body and b"not voicecoach's" not in body and b"root:" not in body
-    for name in ("audio.mp3", "captions.vtt", "timeline.json"):  # its own are served
+    for name in ("audio.flac", "captions.vtt", "timeline.json"):  # its own are served
         assert request(served.base + f"sessions/{job['id']}/{name}")[0] == 200
 
 
@@ -235,16 +239,16 @@ def test_a_session_is_the_export_rendered_once_and_seekable(served: Served, tmp_
     assert ready(served, "mid-back-knot", "floor", "high") == job  # asked again: cached
     assert served.coach.renders == renders + 1
     assert sorted(p.name for p in served.folder.iterdir() if job["id"] in p.name) == [
-        f"{job['id']}.json", f"{job['id']}.mp3", f"{job['id']}.vtt"]  # no temporary file left
+        f"{job['id']}.flac", f"{job['id']}.json", f"{job['id']}.vtt"]  # no temporary file left
 
-    # the same bytes as `voicecoach export mid-back-knot -v floor --level high --captions`
+    # the same bytes as `voicecoach export mid-back-knot -v floor --level high --captions -o x.flac`
     spec = SessionSpec("mid-back-knot", "floor", Options("high"),
                        VoiceSettings("en", None, 1.0, "espeak"))
-    mp3, vtt = export_one(spec, tmp_path / "export.mp3", captions=True)
+    flac, vtt = export_one(spec, tmp_path / "export.flac", captions=True)
     status, headers, audio = request(served.base + job["audio"])
-    assert status == 200 and headers["content-type"] == "audio/mpeg"
+    assert status == 200 and headers["content-type"] == "audio/flac"
     assert headers["accept-ranges"] == "bytes"
-    assert audio == mp3.read_bytes()
+    assert audio == flac.read_bytes()
     assert request(served.base + job["captions"])[2] == vtt.read_bytes()
 
     # a Range request, as the audio element sends when the page jumps
@@ -336,6 +340,39 @@ return {time: Number(now.dataset.time), current: a.currentTime, paused: a.paused
 """
 
 
+LISTEN = """
+if (!window.heard) {
+  const context = new AudioContext();
+  const source = context.createMediaElementSource(document.getElementById('audio'));
+  window.heard = context.createAnalyser();
+  window.heard.fftSize = 32768;
+  source.connect(window.heard);
+  window.heard.connect(context.destination);
+  window.heardRate = context.sampleRate;
+}
+"""
+"""Taps what the audio element plays (through Web Audio), as a listener would hear it."""
+
+HEARD = """
+const samples = new Float32Array(heard.fftSize);
+heard.getFloatTimeDomainData(samples);
+return [document.getElementById('audio').currentTime, heardRate, Array.from(samples)];
+"""
+
+
+def heard_vs_clock_s(browser: Any, reference: np.ndarray, sample_rate: int) -> tuple[float, float]:
+    """Where what was just played lies in the session's audio, against the element's clock:
+    (seconds later than currentTime, how well it matched: 1 is the same samples)."""
+    t, rate, samples = browser.execute_script(HEARD)
+    played = resample_poly(np.asarray(samples, dtype=np.float32), sample_rate, int(rate))
+    lo, hi = max(0, int((t - 3) * sample_rate)), min(len(reference), int((t + 2) * sample_rate))
+    around = reference[lo:hi]
+    c = correlate(around, played, mode="valid")
+    k = int(np.argmax(np.abs(c)))
+    match = abs(c[k]) / (np.linalg.norm(played) * np.linalg.norm(around[k:k + len(played)]) + 1e-12)
+    return (lo + k + len(played)) / sample_rate - t, float(match)
+
+
 def state(browser: Any) -> dict[str, Any]:
     result: dict[str, Any] = browser.execute_script(PAGE_STATE)
     return result
@@ -388,6 +425,9 @@ def test_the_page_coaches_a_session(served: Served, browser: Any) -> None:
     assert [li.text.split(" · ")[0] for li in browser.find_elements(By.CSS_SELECTOR, "#steps li")] \
         == [s["title"] for s in sections]
     assert state(browser)["awake"]  # the screen stays on while it plays
+    browser.execute_script(LISTEN)
+    audio_url = served.base + browser.execute_script("return session.audio")
+    reference, sample_rate = sf.read(io.BytesIO(request(audio_url)[2]), dtype="float32")
 
     # across an exercise's start: what the page shows is the timeline's, moment by moment
     browser.execute_script("window.seeks = []; document.getElementById('audio')"
@@ -427,6 +467,11 @@ def test_the_page_coaches_a_session(served: Served, browser: Any) -> None:
     assert seek == pytest.approx(sections[k + 1]["start"], abs=1e-3)
     wait_for(lambda: (s := state(browser))["step"] == sections[k + 1]["title"]
              and s["current"] > seek + 0.5, "playing on from the next exercise")
+    # ... and what is heard there is the audio at that moment (an MP3 was up to 1.35 s off)
+    sound = next(e for e in timeline["events"] if e["start"] >= seek)
+    wait_for(lambda: state(browser)["current"] > sound["start"] + 0.8, "a sound after the jump")
+    offset_s, match = heard_vs_clock_s(browser, reference, sample_rate)
+    assert match > 0.9 and abs(offset_s) < 0.05, (offset_s, match)
 
     browser.execute_script("window.mediaHandlers.pause({action: 'pause'})")
     wait_for(lambda: state(browser)["paused"] and not state(browser)["awake"], "the pause")
@@ -497,8 +542,6 @@ def stop_serve(process: subprocess.Popen[str]) -> str:
 
 
 def test_serve_prints_its_address_and_qr_code_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    import io
-
     import segno
 
     env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)}

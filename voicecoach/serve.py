@@ -63,7 +63,8 @@ Audio and found in the file by cross-correlation), so the exercise and caption s
 be off from what is heard; the FLAC plays within 10 ms of it (the measurement's own
 spread). It is twice the size (6.4 MB against 3.2 MB for 9 minutes), nothing on a local
 network, and phone browsers play it (Chrome, Safari since iOS 11, Firefox)."""
-FILES = {"audio.flac": (AUDIO_SUFFIX, "audio/flac"),
+AUDIO_NAME = "audio.flac"
+FILES = {AUDIO_NAME: (AUDIO_SUFFIX, "audio/flac"),
          "captions.vtt": (".vtt", "text/vtt; charset=utf-8"),
          "timeline.json": (".json", "application/json")}
 SESSION_ID = re.compile(r"[a-z0-9_-]{1,200}")
@@ -116,7 +117,7 @@ class Job:
                 "variation": self.spec.variation, "variation_title": self.variation_title,
                 "level": self.spec.options.level, "state": self.state, "stage": self.stage,
                 "progress": self.done / self.total if self.total else 0.0, "error": self.error,
-                "audio": base + "audio.flac", "captions": base + "captions.vtt",
+                "audio": base + AUDIO_NAME, "captions": base + "captions.vtt",
                 "timeline": base + "timeline.json"}
 
 

@@ -149,6 +149,7 @@ class WebCoach:
         self._routines_lock = threading.Lock()
         self.stopping = threading.Event()
         self.renders = 0
+        self.warming: threading.Thread | None = None
         """Sessions rendered by this server (a session found on disk is not rendered again)."""
 
     # --- what is offered ----------------------------------------------------------------
@@ -168,24 +169,30 @@ class WebCoach:
         routines = self.routines()
         with self._catalogue_lock:
             if self._catalogue is None:
-                from .pipeline import prepare
-
                 self._catalogue = [{
                     "id": r.id, "title": r.title, "description": " ".join(r.description.split()),
-                    "variations": [{
-                        "name": v.name, "title": v.title, "default": v.default,
-                        "lengths": {level: round(prepare(r, v.name, Options(level), self.voice)
-                                                 .timeline.duration_s, 1) for level in LEVELS},
-                    } for v in r.variations],
+                    "variations": [{"name": v.name, "title": v.title, "default": v.default,
+                                    "lengths": self._lengths(r, v.name)} for v in r.variations],
                 } for r in routines.values()]
             catalogue = self._catalogue
         return [{**r, "week": self.week(r["id"])} for r in catalogue]
+
+    def _lengths(self, routine: Routine, variation: str) -> dict[str, float]:
+        from .pipeline import prepare
+
+        lengths: dict[str, float] = {}
+        for level in LEVELS:
+            if self.stopping.is_set():
+                raise Cancelled
+            session = prepare(routine, variation, Options(level), self.voice)
+            lengths[level] = round(session.timeline.duration_s, 1)
+        return lengths
 
     def warm(self) -> None:
         """Work the catalogue out ahead of the first request (its errors wait for it)."""
         try:
             self.catalogue()
-        except VoicecoachError:
+        except (VoicecoachError, Cancelled):
             pass
 
     def week(self, routine_id: str) -> dict[str, Any]:
@@ -317,11 +324,13 @@ class WebCoach:
             job.state, job.stage, job.error = "failed", "Failed", f"internal error: {e}"
 
     def stop(self) -> None:
-        """Stop rendering (a render in progress removes its temporary file) and wait."""
+        """Stop rendering (a render in progress removes its temporary file) and wait, and
+        stop working out the routines' lengths (before the interpreter's own shutdown
+        pulls the threads they speak with from under them)."""
         self.stopping.set()
         with self._jobs_lock:
             threads = [j.thread for j in self._jobs.values() if j.thread is not None]
-        for thread in threads:
+        for thread in [*threads, *([self.warming] if self.warming else [])]:
             thread.join(timeout=30)
 
     def record(self, job: Job, body: object) -> dict[str, Any]:
@@ -396,6 +405,8 @@ def create_app(coach: WebCoach, token: str | None = None) -> Starlette:
             return JSONResponse({"routines": await run_in_threadpool(coach.catalogue)})
         except VoicecoachError as e:  # no voice to measure the sessions with, say
             return _error(503, str(e))
+        except Cancelled:
+            return _error(503, "the server is stopping")
 
     async def new_session(request: Request) -> Response:
         try:
@@ -450,7 +461,8 @@ def create_app(coach: WebCoach, token: str | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> Any:
         # the routines' lengths, worked out while the phone is being found (a cold phrase
         # cache with the neural voice takes a while); a failure is told to the page
-        threading.Thread(target=coach.warm, name="routine lengths", daemon=True).start()
+        coach.warming = threading.Thread(target=coach.warm, name="routine lengths")
+        coach.warming.start()
         yield
         await run_in_threadpool(coach.stop)
 

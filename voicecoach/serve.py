@@ -573,5 +573,8 @@ def run(app: Starlette, sock: socket.socket) -> None:
     app's shutdown stops any render, whose temporary file goes)."""
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    # a request still working after 5 s (the routines' lengths on a cold cache) is cut short,
+    # so Ctrl-C never waits on it
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])

@@ -608,3 +608,15 @@ def test_ctrl_c_during_a_render_leaves_no_file_behind(tmp_path: Path) -> None:
     finally:
         stop_serve(process)
     assert list((tmp_path / "served").iterdir()) == []
+
+
+def test_the_page_needs_nothing_from_elsewhere(served: Served) -> None:
+    import re
+
+    page = request(served.base)[2].decode()
+    linked = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert sorted(linked) == ["data:,", "static/coach.css", "static/coach.js"]
+    for name in ("coach.css", "coach.js"):
+        status, _, body = request(served.base + f"static/{name}")
+        assert status == 200
+        assert not re.search(r"https?:|//[a-z]|@import|url\(", body.decode()), name

@@ -8,6 +8,9 @@ apt_packages=(
   espeak-ng          # the voice (libespeak-ng1, loaded by pyttsx3's binding)
   pulseaudio         # a sound server: the playback tests run one with a null sink
   pulseaudio-utils   # pactl and parec, to drive and record it
+  chromium           # a real browser: the tests drive `voicecoach serve`'s page in it
+  chromium-driver    # ... through Selenium's WebDriver
+  fonts-dejavu-core  # text in that browser (its screenshots), without the recommended fonts
 )
 python_ok=1
 python3 -c 'import ensurepip, venv' 2>/dev/null || { apt_packages+=(python3 python3-venv); python_ok=0; }

@@ -4,7 +4,9 @@ with the environment activated as it says, in a fresh folder.
 The two first commands (setup, and the test suite itself) are what CI runs, and `pip
 install` reaches the network; those are the only lines not run here. A `play` is
 started against a real sound server and stopped with Ctrl-C after its first seconds (a
-whole session lasts minutes; test_play.py plays whole ones). `--forget` is answered yes.
+whole session lasts minutes; test_play.py plays whole ones). A `serve` runs on any free
+port (`--port 0`: 8000 may be taken), answers its page at the address it prints, and is
+stopped with Ctrl-C (test_serve.py drives the page in a browser). `--forget` is answered yes.
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ def test_every_readme_command_works_in_order(pulse_server: PulseServer, tmp_path
             assert process.returncode == 130, (command, err)
             assert err.endswith("Interrupted.\n"), (command, err)
             continue
+        if argv[1] == "serve":
+            serve_briefly(argv + ["--port", "0"], tmp_path, env)
+            continue
         result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True,
                                 input="y\n", timeout=600)
         assert result.returncode == 0, (command, result.stderr)
@@ -85,3 +90,22 @@ def test_every_readme_command_works_in_order(pulse_server: PulseServer, tmp_path
         "mid-back-knot.m3u"]
     assert (tmp_path / "routine.schema.json").read_text().startswith("{")
     assert (tmp_path / "sessions.csv").read_text().startswith("id,routine,")
+
+
+def serve_briefly(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    """Start a server, open the page at the address it printed, then Ctrl-C."""
+    import urllib.request
+
+    process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("voicecoach is at http://"), (argv, first)
+        with urllib.request.urlopen(first.split()[-1], timeout=60) as page:
+            assert b"<title>voicecoach</title>" in page.read()
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (argv, err)
+    assert err == "Interrupted.\n", (argv, err)

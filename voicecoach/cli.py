@@ -379,6 +379,54 @@ def _log_session(coach: Coach, started_at: datetime, ended: str) -> None:
 cli.add_command(history)
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (this machine only, unless --lan).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on; 0 for any free one.")
+@click.option("--lan", is_flag=True,
+              help="Listen on the local network, behind a random token in the address.")
+@handled
+def serve(host: str, port: int, lan: bool) -> None:
+    """Coach from a web page on your phone: routines, captions, lock-screen controls.
+
+    Prints the address and a QR code for it. Sessions are rendered as `export` renders
+    them, kept in the data folder, and recorded in the same history as `play`. With
+    --lan, requests without the address's token are refused. Ctrl-C stops it.
+
+    \b
+    Example:
+        voicecoach serve
+        voicecoach serve --lan
+    """
+    import segno
+
+    from .serve import (
+        LOOPBACK_HOSTS,
+        WebCoach,
+        address,
+        create_app,
+        listen,
+        new_token,
+        run,
+        served_dir,
+    )
+
+    if lan and host == "127.0.0.1":
+        host = "0.0.0.0"
+    local = host in LOOPBACK_HOSTS or host == "::1"
+    token = None if local else new_token()  # beyond this machine, only with the address's token
+    sock = listen(host, port)
+    url = address(sock, host, token)
+    app = create_app(WebCoach(served_dir(), VoiceSettings()), token)
+    click.echo(f"voicecoach is at {url}")
+    segno.make_qr(url, error="m").terminal(out=sys.stdout, compact=True)
+    click.echo("Open it on your phone" + (" (same Wi-Fi)" if token else " or in a browser here")
+               + "; Ctrl-C stops the server.")
+    sys.stdout.flush()
+    run(app, sock)
+
+
 @cli.command("cache")
 @click.option("--clear", is_flag=True,
               help="Empty it: remove voicecoach's own files, nothing else.")

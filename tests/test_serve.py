@@ -33,7 +33,7 @@ import uvicorn
 from scipy.signal import correlate, resample_poly
 
 from voicecoach.export import export_one
-from voicecoach.history import sessions
+from voicecoach.history import Target, sessions
 from voicecoach.pipeline import prepare
 from voicecoach.serve import WebCoach, create_app, listen
 from voicecoach.spec import Options, SessionSpec, VoiceSettings
@@ -502,6 +502,11 @@ def test_the_page_coaches_a_session(served: Served, browser: Any) -> None:
     assert 0 < stopped[0].played_s < made.duration_s
     assert stopped[0].planned_s == pytest.approx(made.duration_s, abs=0.01)
     assert stopped[0].stopped_at_step in [s["title"] for s in sections]
+    # where it stopped in the percent of the session (a jump put it far past the time heard)
+    where = 100 * shown_rep["time"] / timeline["duration"]
+    assert stopped[0].stopped_at_percent is not None
+    assert where - 0.5 < stopped[0].stopped_at_percent < where + 5
+    assert stopped[0].target == Target(3, 4)
     wait_for(lambda: state(browser)["week"] == "This week: 0 sessions, of 3 to 4", "the week")
     assert not state(browser)["awake"]
 

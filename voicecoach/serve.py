@@ -18,7 +18,7 @@ Routes, under /TOKEN/ when the server listens beyond this machine:
     GET  /sessions/ID/audio.flac           its audio (HTTP Range, so the page can seek)
     GET  /sessions/ID/captions.vtt         its captions
     GET  /sessions/ID/timeline.json        its timeline: events, spans and sections
-    POST /api/sessions/ID/history          {ended, played_s, stopped_at_step}: record it
+    POST /api/sessions/ID/history          {ended, played_s, stopped_at_step, position_s}: record it
 
 Files are served only by session id, from the names this server gave them: no request
 path ever becomes a file path, so nothing outside the folder (and nothing in it that the
@@ -335,7 +335,7 @@ class WebCoach:
 
     def record(self, job: Job, body: object) -> dict[str, Any]:
         """Record a played session in the history, as `play` does; returns this week."""
-        from .history import SessionEntry, record
+        from .history import SessionEntry, Target, record
 
         if not isinstance(body, dict):
             raise UsageError('expected a JSON object like {"ended": "completed", "played_s": 312}')
@@ -355,12 +355,18 @@ class WebCoach:
             step = None
         elif step not in titles:
             step = None
+        position = body.get("position_s")  # where the audio stopped, as play's status line
+        percent = None
+        if ended == "stopped" and isinstance(position, int | float) \
+                and not isinstance(position, bool) and math.isfinite(position):
+            percent = 100 * min(max(float(position), 0.0), planned_s) / max(planned_s, 1e-9)
         now = datetime.now(UTC)
         warning = record(SessionEntry(
             routine_id=job.routine.id, routine_title=job.routine.title,
             variation=str(job.spec.variation), level=job.spec.options.level,
             started_at=now - timedelta(seconds=played_s), played_s=played_s, ended=ended,
-            stopped_at_step=step, planned_s=planned_s))
+            stopped_at_step=step, planned_s=planned_s, stopped_at_percent=percent,
+            target=Target.of(job.routine)))
         week = self.week(job.routine.id)
         if warning:
             week["warning"] = str(warning)

@@ -273,7 +273,8 @@ async function record(ended) {
   played = 0;   // played on after this, it is another session
   try {
     const week = await post(`api/sessions/${session.id}/history`,
-                            {ended, played_s: heard, stopped_at_step: at});
+                            {ended, played_s: heard, stopped_at_step: at,
+                             position_s: audio.currentTime});
     $("week").textContent = week.warning ? `Not recorded: ${week.warning}` : week.text;
     weeks[session.routine] = week.text;
   } catch (error) {

@@ -62,6 +62,9 @@ MAX_TRACK_S = 3 * 3600.0
 """Longer than any session people play; past it a file is more likely a recording left
 running or an audiobook, and its length alone would be minutes of decoding."""
 MAX_CHANNELS = 8
+CACHE_SAMPLES = 4 * 1024 * 1024
+"""Resampled blocks kept (16 MiB): a short track looped is decoded once, a long one
+streams through."""
 PEAK_BLOCKS_PER_STEP = 5
 """The bus's peak is kept per 20 ms, so a line's bound counts the music ducked under it,
 not the music just before its fall."""
@@ -284,6 +287,22 @@ def _ramp(u: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 - 0.5 * np.cos(np.pi * np.clip(u, 0.0, 1.0)))
 
 
+def _shape(out: np.ndarray, start: int, a: int, b: int, *, rising: bool,
+           into: bool = False) -> None:
+    """Over [a, b) (clipped to out's [start, start + len)), a ramp from 0 to 1 (`rising`)
+    or from 1 to 0: the larger of it and what is there, or (`into`) multiplied in."""
+    lo, hi = max(a, start), min(b, start + out.shape[0])
+    if hi <= lo:
+        return
+    u = (np.arange(lo, hi) - a) / (b - a)
+    ramp = _ramp(u) if rising else 1.0 - _ramp(u)
+    piece = out[lo - start: hi - start]
+    if into:
+        piece *= ramp
+    else:
+        np.maximum(piece, ramp, out=piece)
+
+
 class MusicBus:
     """The music under a timeline: `samples(start, end)` (levelled, faded, ducked), and
     its loudness per 100 ms step and peak bound, for the session's one gain."""
@@ -296,6 +315,7 @@ class MusicBus:
         self.level_lu = level_lu
         self._resampled = [_Resampled(t, rate) for t in self.tracks]
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cached = 0
         self.segments = self._lay_out()
         self._segment_starts = [s.start for s in self.segments]
         self._ducks = self._duck_regions(timeline)
@@ -335,31 +355,35 @@ class MusicBus:
     # -- gains (a function of position only) ----------------------------------------------
 
     def duck_gain(self, start: int, end: int) -> np.ndarray:
-        """The ducking's linear gain over [start, end)."""
+        """The ducking's linear gain over [start, end): DUCK_DEPTH_DB down across each
+        region, raised-cosine ramps in dB into and out of it."""
         fall, rise = round(DUCK_FALL_S * self.rate), round(DUCK_RISE_S * self.rate)
-        depth = np.zeros(end - start)
-        positions = np.arange(start, end)
+        gain = np.ones(end - start)
         first = max(0, bisect.bisect_right(self._duck_starts, start + fall) - 1)
         while first > 0 and self._ducks[first - 1][1] + rise > start:
             first -= 1
+        floor = 10 ** (-DUCK_DEPTH_DB / 20)
         for a, b in self._ducks[first:]:
             if a - fall >= end:
                 break
             if b + rise <= start:
                 continue
-            lo, hi = max(start, a - fall), min(end, b + rise)
-            p = positions[lo - start: hi - start]
-            d = np.where(p < a, _ramp((p - (a - fall)) / fall),
-                         np.where(p < b, 1.0, 1.0 - _ramp((p - b) / rise)))
-            depth[lo - start: hi - start] = np.maximum(depth[lo - start: hi - start], d)
-        return np.asarray(10 ** (-DUCK_DEPTH_DB * depth / 20))
+            for lo, hi, rising in ((a - fall, a, True), (b, b + rise, False)):
+                depth = np.zeros(max(0, min(hi, end) - max(lo, start)))
+                if depth.size:
+                    _shape(depth, max(lo, start), lo, hi, rising=rising)
+                    piece = gain[max(lo, start) - start: min(hi, end) - start]
+                    np.minimum(piece, 10 ** (-DUCK_DEPTH_DB / 20 * depth), out=piece)
+            gain[max(a, start) - start: max(min(b, end), start) - start] = floor
+        return gain
 
     def _fades(self, start: int, end: int) -> np.ndarray:
         """The session's fade-in and fade-out over [start, end)."""
-        p = np.arange(start, end)
-        fade_in = _ramp(p / (FADE_IN_S * self.rate))
-        fade_out = _ramp((self.total - p) / (FADE_OUT_S * self.rate))
-        return np.asarray(fade_in * fade_out)
+        gain = np.ones(end - start)
+        fade_in, fade_out = round(FADE_IN_S * self.rate), round(FADE_OUT_S * self.rate)
+        _shape(gain, start, 0, fade_in, rising=True, into=True)
+        _shape(gain, start, self.total - fade_out, self.total, rising=False, into=True)
+        return gain
 
     # -- samples --------------------------------------------------------------------------
 
@@ -374,8 +398,9 @@ class MusicBus:
             if block is None:
                 block = r.block(k)
                 self._cache[key] = block
-                if len(self._cache) > 4:
-                    self._cache.popitem(last=False)
+                self._cached += block.shape[0]
+                while self._cached > CACHE_SAMPLES and len(self._cache) > 2:
+                    self._cached -= self._cache.popitem(last=False)[1].shape[0]
             else:
                 self._cache.move_to_end(key)
             a, b = max(start, k * r.block_out), min(end, (k + 1) * r.block_out)
@@ -384,15 +409,17 @@ class MusicBus:
 
     def _segment_samples(self, seg: _Segment, start: int, end: int) -> np.ndarray:
         """One segment's unlevelled samples over the bus's [start, end) (inside it), with
-        its crossfades."""
+        its crossfades (equal power: sine in, cosine out)."""
         x = self._track_samples(seg.track, start - seg.start, end - seg.start)
-        p = np.arange(start - seg.start, end - seg.start)
-        gain = np.ones(end - start)
-        if seg.fade_in:
-            gain *= np.sin(0.5 * np.pi * np.clip(p / seg.fade_in, 0.0, 1.0))
-        if seg.fade_out:
-            gain *= np.sin(0.5 * np.pi * np.clip((seg.length - p) / seg.fade_out, 0.0, 1.0))
-        return np.asarray(x * gain, dtype=np.float32)
+        if seg.fade_in and start < seg.start + seg.fade_in:
+            n = min(end, seg.start + seg.fade_in) - start
+            u = np.arange(start - seg.start, start - seg.start + n) / seg.fade_in
+            x[:n] *= np.sin(0.5 * np.pi * u).astype(np.float32)
+        if seg.fade_out and end > seg.end - seg.fade_out:
+            lo = max(start, seg.end - seg.fade_out)
+            u = (seg.end - np.arange(lo, end)) / seg.fade_out
+            x[lo - start:] *= np.sin(0.5 * np.pi * u).astype(np.float32)
+        return x
 
     def _overlapping(self, start: int, end: int) -> Iterator[_Segment]:
         i = max(0, bisect.bisect_right(self._segment_starts, start) - 1)
@@ -436,9 +463,13 @@ class MusicBus:
         fine = step // PEAK_BLOCKS_PER_STEP
         own: list[list[np.ndarray]] = [[] for _ in self.tracks]
         placed: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-        block = 16 * step
+        block = 64 * step
+        measured: set[int] = set()
         for seg in self.segments:
             end = min(seg.end, self.total)
+            # a track's loudness is taken over its first play; a later one repeats it
+            measure_raw = seg.track not in measured
+            measured.add(seg.track)
             first_step = seg.start // step
             raw_meter, heard_meter = LoudnessMeter(self.rate), LoudnessMeter(self.rate)
             lead = seg.start - first_step * step
@@ -449,7 +480,8 @@ class MusicBus:
             for a in range(seg.start, end, block):
                 b = min(a + block, end)
                 x = self._segment_samples(seg, a, b)
-                raw_meter.feed(self._track_samples(seg.track, a - seg.start, b - seg.start))
+                if measure_raw:
+                    raw_meter.feed(self._track_samples(seg.track, a - seg.start, b - seg.start))
                 heard = x * (self._fades(a, b) * self.duck_gain(a, b)).astype(np.float32)
                 heard_meter.feed(heard)
                 pending = np.concatenate([pending, np.abs(heard)])
@@ -459,7 +491,8 @@ class MusicBus:
             heard_meter.feed(np.zeros(-(pending.shape[0]) % step, np.float32))
             if pending.shape[0]:
                 peaks.append(np.array([pending.max()]))
-            own[seg.track].append(raw_meter.step_energies())
+            if measure_raw:
+                own[seg.track].append(raw_meter.step_energies())
             placed.append((seg.track, first_step, heard_meter.step_energies(),
                            np.concatenate(peaks) if peaks else np.zeros(0)))
         blocks = (steps + 1) * PEAK_BLOCKS_PER_STEP

@@ -21,6 +21,7 @@ from voicecoach import SAMPLE_RATE
 from voicecoach.cli import cli
 from voicecoach.loudness import PEAK_CEILING_DBFS, TARGET_LUFS_MONO
 from voicecoach.music import (
+    DUCK_DEPTH_DB,
     DUCK_FALL_S,
     DUCK_RISE_S,
     FADE_IN_S,
@@ -129,6 +130,32 @@ def test_music_falls_at_least_15_db_under_every_line_and_tone(tmp_path: Path, mu
     assert close
     for a, b in close:
         assert db(heard[a:b]) < max(db(heard[g[0]: g[1]]) for g in gaps) - 15
+
+
+def test_the_fall_ends_at_the_first_syllable_and_the_rise_starts_at_the_last(music: Path) -> None:
+    """Down by the full depth from a sound's first sample to its last; the fall starts
+    DUCK_FALL_S before it and the rise ends DUCK_RISE_S after; smooth ramps (no step
+    steeper than a 100 ms raised cosine's)."""
+    session = prepare(SHORT, music=MusicSettings(str(music / "chords.ogg")))
+    bus = session.rendering.music
+    assert bus is not None
+    events = session.timeline.events
+    fall, rise = round(DUCK_FALL_S * SR), round(DUCK_RISE_S * SR)
+    isolated = [b for a, b, c in zip(events, events[1:], events[2:], strict=False)
+                if b.start - a.end > fall + rise + SR // 10 and c.start - b.end > fall + rise + SR // 10]
+    assert len(isolated) >= 3
+    for e in isolated:
+        lo = e.start - fall - SR // 10
+        gain_db = 20 * np.log10(bus.duck_gain(lo, e.end + rise + SR // 10))
+        at = {name: gain_db[t - lo] for name, t in (
+            ("before", e.start - fall - 1), ("first", e.start), ("last", e.end - 1),
+            ("rising", e.end + rise // 2), ("after", e.end + rise))}
+        assert at["before"] == pytest.approx(0, abs=0.01)
+        assert at["first"] == pytest.approx(-DUCK_DEPTH_DB) and at["last"] == pytest.approx(-DUCK_DEPTH_DB)
+        assert -DUCK_DEPTH_DB + 1 < at["rising"] < -1
+        assert at["after"] == pytest.approx(0, abs=0.01)
+        steepest = DUCK_DEPTH_DB * np.pi / 2 / (0.1 * SR)
+        assert np.max(np.abs(np.diff(gain_db))) <= steepest
 
 
 def click_score(x: np.ndarray, at: int, half: int) -> float:

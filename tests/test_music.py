@@ -390,3 +390,14 @@ def test_bus_alone_memory_is_bounded_by_its_cache(music: Path) -> None:
     for a in range(0, bus.total, SR):
         bus.samples(a, a + SR)
     assert sum(b.shape[0] for b in bus._cache.values()) <= music_module.CACHE_SAMPLES  # noqa: SLF001
+
+
+def test_a_track_gone_after_its_check_is_one_error(tmp_path: Path, music: Path) -> None:
+    from voicecoach.errors import AudioError
+
+    track = tmp_path / "gone.ogg"
+    track.write_bytes((music / "chords.ogg").read_bytes())
+    session = prepare(SHORT, music=MusicSettings(str(track)))
+    track.unlink()
+    with pytest.raises(AudioError, match=f"^cannot decode music '{track}': "):
+        _ = session.rendering.gain

@@ -207,11 +207,11 @@ class _Decoder:
         if start >= end:
             return out
         buffered_end = self._buffer_start + self._buffer.shape[0]
-        if not self._buffer_start <= start <= buffered_end or self._source is None:
-            self._open_at(start)
-        pieces = [self._buffer[start - self._buffer_start:]]
-        have = pieces[0].shape[0]
         try:
+            if not self._buffer_start <= start <= buffered_end or self._source is None:
+                self._open_at(start)
+            pieces = [self._buffer[start - self._buffer_start:]]
+            have = pieces[0].shape[0]
             while have < end - start:
                 assert self._source is not None
                 block = next(self._source, None)
@@ -219,7 +219,7 @@ class _Decoder:
                     break
                 pieces.append(block)
                 have += block.shape[0]
-        except Exception as e:  # a file damaged past its header
+        except Exception as e:  # a file damaged past its header, or gone since it was checked
             raise AudioError(f"cannot decode music '{self.track.path}': {e}") from None
         got = np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
         n = min(got.shape[0], end - start)

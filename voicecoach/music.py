@@ -128,13 +128,15 @@ def find_tracks(path: Path, *, shuffle: bool = False, seed: int = 0,
     `shuffle` orders them by `seed`: the same seed, the same order (and the same bytes)."""
     name = str(path)
     if "\0" in name:
-        raise UsageError(f"{label}'{name!r}': the name holds a NUL character")
+        raise UsageError(f"{label}{name!r}: the name holds a NUL character")
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         raise UsageError(f"{label}'{name}': no such file or folder") from None
     except OSError as e:
         raise UsageError(f"{label}'{name}': {e.strerror or e}") from None
+    except ValueError:  # a name the file system cannot hold (a lone surrogate)
+        raise UsageError(f"{label}{name!r}: not a name a file can have") from None
     if stat.S_ISDIR(mode):
         try:
             files = sorted((p for p in path.iterdir()
@@ -156,6 +158,17 @@ def find_tracks(path: Path, *, shuffle: bool = False, seed: int = 0,
     if shuffle:
         random.Random(seed).shuffle(files)
     return tuple(_track(f, label) for f in files)
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    """The channels' mean (summed column by column: numpy's mean across a row of two is
+    five times slower)."""
+    out = np.array(block[:, 0])
+    for c in range(1, block.shape[1]):
+        out += block[:, c]
+    if block.shape[1] > 1:
+        out *= np.float32(1 / block.shape[1])
+    return out
 
 
 class _Decoder:
@@ -194,9 +207,8 @@ class _Decoder:
             file = soundfile.SoundFile(self.track.path)
             file.seek(frame)
             self._file = file
-            self._source = (block.mean(axis=1, dtype=np.float32)
-                            for block in file.blocks(self.READ_FRAMES, dtype="float32",
-                                                     always_2d=True))
+            self._source = (_mono(block) for block in file.blocks(
+                self.READ_FRAMES, dtype="float32", always_2d=True))
 
     def read(self, start: int, count: int) -> np.ndarray:
         """Frames [start, start + count), zeros past the end."""

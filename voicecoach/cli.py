@@ -29,7 +29,17 @@ from .cli_common import (
 )
 from .errors import VoicecoachError
 from .history_cli import history
-from .spec import Engine, Level, MusicSettings, Options, SessionSpec, VoiceSettings, default_engine
+from .spec import (
+    MUSIC_LEVEL_LU,
+    MUSIC_LEVEL_RANGE_LU,
+    Engine,
+    Level,
+    MusicSettings,
+    Options,
+    SessionSpec,
+    VoiceSettings,
+    default_engine,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -95,7 +105,8 @@ def _music_options(f: F) -> F:
                      help="A sound file (WAV, FLAC, OGG, MP3...) or a folder of them, played "
                           "under the voice and lowered wherever it speaks (default: the "
                           "routine's music:, if any)."),
-        click.option("--music-level", type=FiniteRange(-30, 0), default=-6.0, show_default=True,
+        click.option("--music-level", type=FiniteRange(*MUSIC_LEVEL_RANGE_LU),
+                     default=MUSIC_LEVEL_LU, show_default=True,
                      metavar="LU", help="The music's loudness in the gaps, against the voice."),
         click.option("--shuffle", is_flag=True,
                      help="Play a music folder's tracks in an order picked by --seed, not by "

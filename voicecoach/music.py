@@ -44,10 +44,8 @@ import numpy as np
 from .errors import UsageError
 from .loudness import SPEECH_LUFS, LoudnessMeter, gated_loudness, step_samples
 from .schedule import Timeline
+from .spec import MUSIC_LEVEL_LU
 
-DEFAULT_LEVEL_LU = -6.0
-"""The music in the gaps, against the voice: under it, still music."""
-LEVEL_RANGE_LU = (-30.0, 0.0)
 DUCK_DEPTH_DB = 18.0
 """How far the music falls under every line and tone (the issue asks for at least 15)."""
 DUCK_FALL_S = 0.15
@@ -320,7 +318,7 @@ class MusicBus:
     its loudness per 100 ms step and peak bound, for the session's one gain."""
 
     def __init__(self, tracks: Sequence[Track], timeline: Timeline,
-                 level_lu: float = DEFAULT_LEVEL_LU) -> None:
+                 level_lu: float = MUSIC_LEVEL_LU) -> None:
         self.rate = rate = timeline.sample_rate
         self.total = timeline.duration_samples
         self.tracks = tuple(tracks)

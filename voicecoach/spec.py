@@ -69,6 +69,11 @@ class VoiceSettings:
     engine: Engine = field(default_factory=default_engine)
 
 
+MUSIC_LEVEL_LU = -6.0
+"""The music in the gaps against the voice, by default: under it, and still music."""
+MUSIC_LEVEL_RANGE_LU = (-30.0, 0.0)
+
+
 @dataclass(frozen=True)
 class MusicSettings:
     """Music under the voice: a file or a folder (None: the routine's `music:`, if any),
@@ -76,7 +81,7 @@ class MusicSettings:
     or shuffled by `seed`: the same seed gives the same order, so the same bytes)."""
 
     path: str | None = None
-    level_lu: float = -6.0
+    level_lu: float = MUSIC_LEVEL_LU
     shuffle: bool = False
     seed: int = 0
     off: bool = False

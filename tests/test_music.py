@@ -142,7 +142,7 @@ def test_the_fall_ends_at_the_first_syllable_and_the_rise_starts_at_the_last(mus
     events = session.timeline.events
     fall, rise = round(DUCK_FALL_S * SR), round(DUCK_RISE_S * SR)
     isolated = [b for a, b, c in zip(events, events[1:], events[2:], strict=False)
-                if b.start - a.end > fall + rise + SR // 10 and c.start - b.end > fall + rise + SR // 10]
+                if min(b.start - a.end, c.start - b.end) > fall + rise + SR // 10]
     assert len(isolated) >= 3
     for e in isolated:
         lo = e.start - fall - SR // 10
@@ -151,7 +151,8 @@ def test_the_fall_ends_at_the_first_syllable_and_the_rise_starts_at_the_last(mus
             ("before", e.start - fall - 1), ("first", e.start), ("last", e.end - 1),
             ("rising", e.end + rise // 2), ("after", e.end + rise))}
         assert at["before"] == pytest.approx(0, abs=0.01)
-        assert at["first"] == pytest.approx(-DUCK_DEPTH_DB) and at["last"] == pytest.approx(-DUCK_DEPTH_DB)
+        assert at["first"] == pytest.approx(-DUCK_DEPTH_DB)
+        assert at["last"] == pytest.approx(-DUCK_DEPTH_DB)
         assert -DUCK_DEPTH_DB + 1 < at["rising"] < -1
         assert at["after"] == pytest.approx(0, abs=0.01)
         steepest = DUCK_DEPTH_DB * np.pi / 2 / (0.1 * SR)
@@ -169,20 +170,21 @@ def test_no_clicks_at_loops_and_crossfades(music: Path) -> None:
     session = prepare(SHORT, music=MusicSettings(str(music / "chords.mp3")))
     bus = session.rendering.music
     assert bus is not None
-    samples = bus.samples(0, bus.total) / bus.gains[0]
+    samples = bus.samples(0, bus.total_samples) / bus.gains[0]
     junctions = [s.start for s in bus.segments[1:]] + [s.end - s.fade_out for s in bus.segments]
     junctions += [s.end for s in bus.segments[:-1]]
     assert len(bus.segments) >= 5  # the 6 s track loops through the session
     half = SR // 20
     # the smooth inside of the track, ducked or not, scaled as the bus is
     ordinary = np.quantile([click_score(samples, at, half)
-                            for at in range(SR, bus.total - SR, SR // 7)], 0.95)
-    worst = max(click_score(samples, at, half) for at in junctions if 0 < at < bus.total)
+                            for at in range(SR, bus.total_samples - SR, SR // 7)], 0.95)
+    worst = max(click_score(samples, at, half) for at in junctions if 0 < at < bus.total_samples)
     assert worst <= 1.5 * ordinary, (worst, ordinary)
     # and the score does see the hard cut a loop without a crossfade would make
     track = chord_progression()[:, 0]
     naive = np.concatenate([track, track])
-    assert click_score(naive, track.shape[0], half) > 20 * click_score(naive, track.shape[0] // 3, half)
+    cut = track.shape[0]
+    assert click_score(naive, cut, half) > 20 * click_score(naive, cut // 3, half)
 
 
 def test_the_mix_meets_the_target_or_the_ceiling(tmp_path: Path, music: Path) -> None:
@@ -362,7 +364,7 @@ def test_play_is_the_export_with_music(pulse_server: PulseServer, tmp_path: Path
     lo = int(recording.seconds_since_start(launched) * SR)
     scores = np.correlate(recorded[lo: lo + 10 * SR], piece, mode="valid")
     lag = lo + int(np.argmax(scores)) - SR // 2
-    search = SR // 50  # the device's clock may wander by up to 20 ms (as in test_play.py)
+    search = SR // 4  # where each window is found; it may wander 20 ms (as in test_play.py)
     offsets, corrs = [], []
     # every second up to the fade-out, the gaps' music included
     for at in range(SR, reference.shape[0] - int(FADE_OUT_S * SR), SR):
@@ -372,8 +374,9 @@ def test_play_is_the_export_with_music(pulse_server: PulseServer, tmp_path: Path
         b = recorded[lag + at + shift: lag + at + shift + a.size]
         offsets.append(shift)
         corrs.append(float(np.corrcoef(a, b)[0, 1]))
-        assert db(b.astype(np.float64)) == pytest.approx(db(a.astype(np.float64)), abs=0.1)
-    assert max(offsets) - min(offsets) <= search, offsets
+        level = db(b.astype(np.float64)) - db(a.astype(np.float64))
+        assert abs(level) < 0.1, (at / SR, shift, level)
+    assert max(offsets) - min(offsets) <= SR // 50, offsets
     # the sound server resamples: a sub-sample shift costs speech a little, music nothing
     assert min(corrs) > 0.92 and np.median(corrs) > 0.99, corrs
     assert pulse_server.sink_inputs() == []
@@ -387,9 +390,10 @@ def test_bus_alone_memory_is_bounded_by_its_cache(music: Path) -> None:
     session = prepare(SHORT, music=MusicSettings(str(music / "album")))
     bus = session.rendering.music
     assert isinstance(bus, MusicBus)
-    for a in range(0, bus.total, SR):
+    for a in range(0, bus.total_samples, SR):
         bus.samples(a, a + SR)
-    assert sum(b.shape[0] for b in bus._cache.values()) <= music_module.CACHE_SAMPLES  # noqa: SLF001
+    held = sum(b.shape[0] for b in bus._cache.values())  # noqa: SLF001
+    assert held <= music_module.CACHE_SAMPLES
 
 
 def test_a_track_gone_after_its_check_is_one_error(tmp_path: Path, music: Path) -> None:

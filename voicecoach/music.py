@@ -320,7 +320,7 @@ class MusicBus:
     def __init__(self, tracks: Sequence[Track], timeline: Timeline,
                  level_lu: float = MUSIC_LEVEL_LU) -> None:
         self.rate = rate = timeline.sample_rate
-        self.total = timeline.duration_samples
+        self.total_samples = timeline.duration_samples
         self.tracks = tuple(tracks)
         self.level_lu = level_lu
         self._resampled = [_Resampled(t, rate) for t in self.tracks]
@@ -340,7 +340,7 @@ class MusicBus:
         crossfade = round(CROSSFADE_S * rate)
         segments: list[_Segment] = []
         start, i, fade_in = 0, 0, 0
-        while start < self.total:
+        while start < self.total_samples:
             t = i % len(lengths)
             nxt = (i + 1) % len(lengths)
             fade_out = min(crossfade, lengths[t] // 2, lengths[nxt] // 2)
@@ -392,7 +392,8 @@ class MusicBus:
         gain = np.ones(end - start)
         fade_in, fade_out = round(FADE_IN_S * self.rate), round(FADE_OUT_S * self.rate)
         _shape(gain, start, 0, fade_in, rising=True, into=True)
-        _shape(gain, start, self.total - fade_out, self.total, rising=False, into=True)
+        end_at = self.total_samples
+        _shape(gain, start, end_at - fade_out, end_at, rising=False, into=True)
         return gain
 
     # -- samples --------------------------------------------------------------------------
@@ -443,7 +444,7 @@ class MusicBus:
 
     def samples(self, start: int, end: int) -> np.ndarray:
         """The bus over [start, end): levelled, crossfaded, faded and ducked; float32."""
-        end = min(end, self.total)
+        end = min(end, self.total_samples)
         out = np.zeros(max(0, end - start), np.float32)
         if end <= start:
             return out
@@ -469,14 +470,14 @@ class MusicBus:
         K-weighted energy and peak per session step of each segment as it sounds (faded,
         crossfaded, ducked), to be added up once the tracks' gains are known."""
         step = step_samples(self.rate)
-        steps = self.total // step
+        steps = self.total_samples // step
         fine = step // PEAK_BLOCKS_PER_STEP
         own: list[list[np.ndarray]] = [[] for _ in self.tracks]
         placed: list[tuple[int, int, np.ndarray, np.ndarray]] = []
         block = 64 * step
         measured: set[int] = set()
         for seg in self.segments:
-            end = min(seg.end, self.total)
+            end = min(seg.end, self.total_samples)
             # a track's loudness is taken over its first play; a later one repeats it
             measure_raw = seg.track not in measured
             measured.add(seg.track)

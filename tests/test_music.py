@@ -382,16 +382,27 @@ def test_play_is_the_export_with_music(pulse_server: PulseServer, tmp_path: Path
     assert pulse_server.sink_inputs() == []
 
 
-def test_bus_alone_memory_is_bounded_by_its_cache(music: Path) -> None:
-    """A long session reads its tracks in blocks: what the bus holds stays under its
-    cache's bound however long it plays."""
+def test_a_long_session_holds_a_few_files_and_blocks(tmp_path: Path) -> None:
+    """Tracks are read in blocks, and only the last few tracks' files stay open: what the
+    bus holds stays bounded however long it plays and however many tracks it has."""
     from voicecoach import music as music_module
 
-    session = prepare(SHORT, music=MusicSettings(str(music / "album")))
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        name = folder / f"{i:02d}.{'mp3' if i % 3 == 0 else 'flac'}"
+        rate = 22050 if i % 2 else 44100
+        soundfile.write(name, chord_progression(2.5, rate), rate)
+    session = prepare(SHORT, music=MusicSettings(str(folder)))
     bus = session.rendering.music
     assert isinstance(bus, MusicBus)
+    assert len({s.track for s in bus.segments}) == 12
+    most_open = 0
     for a in range(0, bus.total_samples, SR):
         bus.samples(a, a + SR)
+        readers = [r._decoder for r in bus._resampled]  # noqa: SLF001
+        most_open = max(most_open, sum(d._source is not None for d in readers))  # noqa: SLF001
+    assert most_open <= music_module.OPEN_TRACKS
     held = sum(b.shape[0] for b in bus._cache.values())  # noqa: SLF001
     assert held <= music_module.CACHE_SAMPLES
 

@@ -63,6 +63,8 @@ MAX_CHANNELS = 8
 CACHE_SAMPLES = 4 * 1024 * 1024
 """Resampled blocks kept (16 MiB): a short track looped is decoded once, a long one
 streams through."""
+OPEN_TRACKS = 3
+"""Tracks whose files are kept open: the two of a crossfade, and one more."""
 PEAK_BLOCKS_PER_STEP = 5
 """The bus's peak is kept per 20 ms, so a line's bound counts the music ducked under it,
 not the music just before its fall."""
@@ -183,7 +185,9 @@ class _Decoder:
         self._file: object = None
 
     def close(self) -> None:
+        """Let go of the file and what was read of it (reading again reopens it)."""
         file, self._file, self._source = self._file, None, None
+        self._buffer = np.zeros(0, np.float32)
         if file is not None:
             file.close()  # type: ignore[attr-defined]
 
@@ -326,6 +330,7 @@ class MusicBus:
         self._resampled = [_Resampled(t, rate) for t in self.tracks]
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached = 0
+        self._open: OrderedDict[int, None] = OrderedDict()
         self.segments = self._lay_out()
         self._segment_starts = [s.start for s in self.segments]
         self._ducks = self._duck_regions(timeline)
@@ -407,6 +412,7 @@ class MusicBus:
             key = (t, k)
             block = self._cache.get(key)
             if block is None:
+                self._reading(t)
                 block = r.block(k)
                 self._cache[key] = block
                 self._cached += block.shape[0]
@@ -417,6 +423,14 @@ class MusicBus:
             a, b = max(start, k * r.block_out), min(end, (k + 1) * r.block_out)
             out[a - start: b - start] = block[a - k * r.block_out: b - k * r.block_out]
         return out
+
+    def _reading(self, t: int) -> None:
+        """Track t is being read: the files of all but the last few tracks read are closed,
+        so a folder of thousands holds a few files open, and a few buffers."""
+        self._open.pop(t, None)
+        self._open[t] = None
+        while len(self._open) > OPEN_TRACKS:
+            self._resampled[self._open.popitem(last=False)[0]].close()
 
     def _segment_samples(self, seg: _Segment, start: int, end: int) -> np.ndarray:
         """One segment's unlevelled samples over the bus's [start, end) (inside it), with
@@ -542,3 +556,4 @@ class MusicBus:
     def close(self) -> None:
         for r in self._resampled:
             r.close()
+        self._open.clear()

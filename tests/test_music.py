@@ -416,3 +416,27 @@ def test_a_track_gone_after_its_check_is_one_error(tmp_path: Path, music: Path) 
     track.unlink()
     with pytest.raises(AudioError, match=f"^cannot decode music '{track}': "):
         _ = session.rendering.gain
+
+
+@pytest.mark.parametrize("name", ["chords.ogg", "chords.mp3"])
+def test_blocks_resample_as_the_whole_track_would(music: Path, name: str) -> None:
+    """Fixed blocks with a margin of context: the same samples, within 1e-5, as soxr over
+    the whole track at once, and the decoder's blocks the same as one whole read."""
+    import miniaudio
+    import soxr
+
+    from voicecoach.music import _Resampled
+
+    track = find_tracks(music / name)[0]
+    if track.mp3:
+        whole = np.asarray(miniaudio.decode_file(
+            str(music / name), miniaudio.SampleFormat.FLOAT32, 1, TRACK_RATE).samples,
+            dtype=np.float32)
+    else:
+        whole = soundfile.read(music / name, dtype="float32")[0].mean(axis=1)
+    resampled = _Resampled(track, SR)
+    blocks = np.concatenate([resampled.block(k) for k in range(-(-resampled.length
+                                                                   // resampled.block_out))])
+    reference = soxr.resample(whole[: track.frames], TRACK_RATE, SR, quality="HQ")
+    n = min(reference.shape[0], resampled.length) - SR // 10  # the last samples see the end
+    assert np.max(np.abs(blocks[:n] - reference[:n])) < 1e-5

@@ -83,10 +83,6 @@ class Track:
     frames: int
     mp3: bool
 
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.rate_hz
-
 
 def _clock(seconds: float) -> str:
     whole = round(seconds)
@@ -552,8 +548,3 @@ class MusicBus:
         peaks = self._steps[1]
         lo, hi = start // fine, min(peaks.shape[0], -(-end // fine))
         return float(peaks[lo:hi].max()) if hi > lo else 0.0
-
-    def close(self) -> None:
-        for r in self._resampled:
-            r.close()
-        self._open.clear()

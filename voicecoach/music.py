@@ -260,7 +260,7 @@ class _Resampled:
     def block(self, k: int) -> np.ndarray:
         if self.track.rate_hz == self.rate:
             return self._decoder.read(k * self.block_in, self.block_in)
-        import soxr
+        import soxr  # type: ignore[import-untyped]  # (no type hints shipped)
 
         margin_in = self._margin_units * self._in_unit
         start = k * self.block_in - margin_in

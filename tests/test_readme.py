@@ -19,7 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from tests.pulse import PulseServer
 
@@ -53,6 +55,11 @@ def test_every_readme_command_works_in_order(pulse_server: PulseServer, tmp_path
     # the files the commands name: a routine of one's own, from the README's own example
     routine = re.findall(r"```yaml\n(.*?)```", README, re.S)[0]
     (tmp_path / "my-routine.yaml").write_text(routine)
+    music = tmp_path / "music"  # and a folder of music, for --music
+    music.mkdir()
+    tone = np.sin(2 * np.pi * 220 * np.arange(3 * 44100) / 44100).astype(np.float32) * 0.3
+    soundfile.write(music / "calm.ogg", tone, 44100)
+    soundfile.write(music / "walk.mp3", tone[::-1].copy(), 44100)
     bin_dir = Path(sys.executable).parent  # the activated environment's commands
     env = {**os.environ, **pulse_server.env, "PATH": f"{bin_dir}:{os.environ['PATH']}",
            "VOICECOACH_DATA_DIR": str(tmp_path / "data")}

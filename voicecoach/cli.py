@@ -29,7 +29,17 @@ from .cli_common import (
 )
 from .errors import VoicecoachError
 from .history_cli import history
-from .spec import Engine, Level, Options, SessionSpec, VoiceSettings, default_engine
+from .spec import (
+    MUSIC_LEVEL_LU,
+    MUSIC_LEVEL_RANGE_LU,
+    Engine,
+    Level,
+    MusicSettings,
+    Options,
+    SessionSpec,
+    VoiceSettings,
+    default_engine,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -86,6 +96,38 @@ def _session_options(f: F) -> F:
     for decorator in reversed(decorators):
         with_spec = decorator(with_spec)
     return with_spec  # type: ignore[return-value]
+
+
+def _music_options(f: F) -> F:
+    """Music under the voice, for the commands that make sound (play and export)."""
+    decorators = [
+        click.option("--music", "music_path", metavar="PATH",
+                     help="A sound file (WAV, FLAC, OGG, MP3...) or a folder of them, played "
+                          "under the voice and lowered wherever it speaks (default: the "
+                          "routine's music:, if any)."),
+        click.option("--music-level", type=FiniteRange(*MUSIC_LEVEL_RANGE_LU),
+                     default=MUSIC_LEVEL_LU, show_default=True,
+                     metavar="LU", help="The music's loudness in the gaps, against the voice."),
+        click.option("--shuffle", is_flag=True,
+                     help="Play a music folder's tracks in an order picked by --seed, not by "
+                          "name."),
+        click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+                     help="Which shuffled order: the same seed, the same order (and the same "
+                          "file)."),
+        click.option("--no-music", is_flag=True, help="No music, even if the routine names some."),
+    ]
+
+    @functools.wraps(f)
+    def with_music(*args: Any, spec: SessionSpec, music_path: str | None, music_level: float,
+                   shuffle: bool, seed: int, no_music: bool, **kwargs: Any) -> Any:
+        if no_music and music_path is not None:
+            raise click.UsageError("--music and --no-music do not go together")
+        music = MusicSettings(music_path, music_level, shuffle, seed, no_music)
+        return f(*args, spec=replace(spec, music=music), **kwargs)
+
+    for decorator in reversed(decorators):
+        with_music = decorator(with_music)
+    return with_music  # type: ignore[return-value]
 
 
 def _open(spec: SessionSpec) -> Session:
@@ -252,6 +294,7 @@ def _engine_in_use() -> str:
 @cli.command()
 @click.argument("routine")
 @_session_options
+@_music_options
 @click.option("--output", "-o", "output_name", type=click.Path(), metavar="FILE",
               help="Where to write: .mp3, .ogg, .flac or .wav (default ROUTINE-VARIATION.mp3); "
                    "with --all-variations, a directory.")
@@ -275,6 +318,7 @@ def export(spec: SessionSpec, output_name: str | None, captions: bool, stereo: b
         voicecoach export mid-back-knot -o mid-back.mp3
         voicecoach export upper-back-knot --level high --captions -o upper.ogg
         voicecoach export mid-back-knot --all-variations -o sessions/
+        voicecoach export mid-back-knot --music ~/Music/calm/ --shuffle -o mid-back.mp3
     """
     from .export import export_all, export_one
 
@@ -303,6 +347,7 @@ def export(spec: SessionSpec, output_name: str | None, captions: bool, stereo: b
 @cli.command()
 @click.argument("routine")
 @_session_options
+@_music_options
 @click.option("--no-log", is_flag=True, help="Do not record this session in the history.")
 @click.option("--full", is_flag=True, help="The whole session, even once it would be brief.")
 @click.option("--brief-after", type=click.IntRange(0, 1000), default=3, show_default=True,

@@ -484,6 +484,7 @@ class _Builder:
             safety_end=g(lambda: self.lines(safety.get("end"), ("safety", "end"), none, "safety"), ()),
             finish=g(lambda: self.lines(data.get("finish"), ("finish",), none), ()),
             sounds=g(lambda: self.sounds(data.get("sounds") or {}), {}),
+            music=g(lambda: self.music(data.get("music")), None),
         )
 
     def dosage(self, d: dict[str, Any]) -> Dosage:
@@ -510,6 +511,21 @@ class _Builder:
             except AudioError as e:
                 self.doc.add(("sounds", kind), str(e))
         return out
+
+
+    def music(self, name: Any) -> str | None:
+        """The music must be there and be sound, checked from its headers: `validate` says
+        so, not the first export."""
+        from .music import find_tracks
+
+        if not isinstance(name, str) or not name:
+            return None
+        base = Path(self.doc.file).parent if Path(self.doc.file).is_file() else None
+        try:
+            find_tracks(Path(name) if base is None else base / name, label="")
+        except VoicecoachError as e:
+            self.doc.add(("music",), str(e))
+        return name
 
 
 def _finite(data: Any, path: Key, doc: _Doc) -> None:

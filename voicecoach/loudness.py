@@ -194,6 +194,10 @@ class LoudnessMeter:
                 self._energies.append(self._partial)
                 self._partial, self._partial_n = 0.0, 0
 
+    def step_energies(self) -> np.ndarray:
+        """The K-weighted energy of each whole 100 ms step fed so far."""
+        return np.array(self._energies)
+
     def integrated(self) -> float:
         """LUFS, gated as BS.1770 (and pyloudnorm) do; -inf for silence."""
         return gated_loudness(np.array(self._energies), self._step)

@@ -144,6 +144,9 @@ class Routine:
     safety_end: tuple[Line, ...] = ()
     finish: tuple[Line, ...] = ()
     sounds: dict[str, str] = field(default_factory=dict)
+    music: str | None = None
+    """A file or folder played under the voice unless --music says otherwise (relative to
+    the routine file)."""
 
     @property
     def default_variation(self) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .compile import Say, Script, Timed, compile_routine
 from .load import load
@@ -17,7 +18,10 @@ from .render import Rendering, ToneBank
 from .schedule import Timeline, schedule
 from .errors import Problem, RoutineError, UsageError
 from .speech import Espeak, PhraseCache, Synthesizer
-from .spec import ENGINES, LEVELS, Options, SessionSpec, VoiceSettings
+from .spec import ENGINES, LEVELS, MusicSettings, Options, SessionSpec, VoiceSettings
+
+if TYPE_CHECKING:
+    from .music import Track
 
 
 @dataclass
@@ -62,19 +66,23 @@ Progress = Callable[[int, str], AbstractContextManager[Callable[[int], None] | N
 def open_session(spec: SessionSpec, *, cache: PhraseCache | None = None,
                  progress: Progress | None = None) -> Session:
     """The way in for a front end: the session a spec asks for (see `prepare`)."""
-    return prepare(spec.routine, spec.variation, spec.options, spec.voice, cache, progress)
+    return prepare(spec.routine, spec.variation, spec.options, spec.voice, cache, progress,
+                   spec.music)
 
 
 def prepare(routine: Routine | str, variation: str | None = None,
             options: Options = DEFAULT_OPTIONS, voice: VoiceSettings | None = None,
-            cache: PhraseCache | None = None, progress: Progress | None = None) -> Session:
+            cache: PhraseCache | None = None, progress: Progress | None = None,
+            music: MusicSettings | None = None) -> Session:
     """Everything up to the timeline; audio is rendered only when its chunks are read.
 
     `progress`, if given, shows the phrases synthesized for a cold cache (a long session
-    or the neural voice can take seconds)."""
+    or the neural voice can take seconds). Music is checked before any speech is made."""
     if isinstance(routine, str):
         routine = load(routine)
     voice = voice or VoiceSettings()
+    music = music or MusicSettings()
+    tracks = _music_tracks(music, routine)
     script = compile_routine(routine, variation, options)
     cache = cache or phrase_cache(voice)
     texts = _spoken(script)
@@ -82,8 +90,29 @@ def prepare(routine: Routine | str, variation: str | None = None,
     tones = ToneBank(routine.sounds, _base_dir(routine))
     _synthesize(cache, texts, progress)
     timeline = schedule(script, cache.length, tones.length, adapt=not is_plain(options, voice))
-    spec = SessionSpec(routine, script.variation, options, voice)
-    return Session(spec, routine, timeline, Rendering(timeline, cache, tones))
+    spec = SessionSpec(routine, script.variation, options, voice, music)
+    bus = None
+    if tracks:
+        from .music import MusicBus
+
+        bus = MusicBus(tracks, timeline, music.level_lu)
+    return Session(spec, routine, timeline, Rendering(timeline, cache, tones, music=bus))
+
+
+def _music_tracks(music: MusicSettings, routine: Routine) -> tuple[Track, ...]:
+    """The tracks to play under the voice: --music, else the routine's `music:` (relative
+    to the routine file), each checked from its header; none with `off`."""
+    if music.off or (music.path is None and not routine.music):
+        return ()
+    from .music import find_tracks
+
+    if music.path is not None:
+        return find_tracks(Path(music.path), shuffle=music.shuffle, seed=music.seed)
+    assert routine.music is not None
+    base = _base_dir(routine)
+    path = Path(routine.music) if base is None else base / routine.music
+    return find_tracks(path, shuffle=music.shuffle, seed=music.seed,
+                       label=f"{routine.file}: music: ")
 
 
 def is_plain(options: Options, voice: VoiceSettings) -> bool:

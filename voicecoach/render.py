@@ -17,12 +17,16 @@ import functools
 from collections.abc import Iterator
 from itertools import accumulate
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .loudness import PEAK_CEILING_DBFS, TARGET_LUFS_MONO, BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
 from .schedule import Timeline
 from .speech import PhraseCache
+
+if TYPE_CHECKING:
+    from .music import MusicBus
 
 CHUNK_SAMPLES = 22050
 
@@ -90,8 +94,10 @@ class Rendering:
     """A timeline's audio, produced on demand in chunks from any sample position."""
 
     def __init__(self, timeline: Timeline, speech: PhraseCache, tones: ToneBank,
-                 chunk_samples: int = CHUNK_SAMPLES) -> None:
+                 chunk_samples: int = CHUNK_SAMPLES, music: MusicBus | None = None) -> None:
         self.timeline = timeline
+        self.music = music
+        """Music under the voice (music.py): mixed in, and counted in the one gain."""
         self.speech = speech
         self.tones = tones
         self.chunk_samples = chunk_samples
@@ -120,6 +126,8 @@ class Rendering:
             b = min(event.end, end, event.start + samples.shape[0])
             if b > a:
                 out[a - start: b - start] += samples[a - event.start: b - event.start]
+        if self.music is not None:
+            out += self.music.samples(start, end)
         return out
 
     @property
@@ -170,20 +178,30 @@ class Rendering:
             at = np.array(indices)
             peaks[at] = summary[0]
             _lay(summary[1:], starts[at], bin_size, step_energies)
+        if self.music is not None:
+            step_energies += self.music.step_energies(steps)
         # Differences of running sums can round a hair below zero where there is no sound.
         return gated_loudness(np.maximum(step_energies, 0.0), step), self._peak_bound(peaks)
 
     def _peak_bound(self, peaks: np.ndarray) -> float:
-        """The loudest sound, or where sounds overlap the sum of their peaks."""
+        """The loudest sound, or where sounds overlap the sum of their peaks (with the
+        music's peak under them, and the music's alone in between)."""
+        music = self.music
         peak = cluster_peak = 0.0
-        cluster_end = -1
+        cluster_start = cluster_end = -1
         for event, sound_peak in zip(self.timeline.events, peaks.tolist(), strict=True):
             if event.start < cluster_end:
                 cluster_peak += sound_peak
                 cluster_end = max(cluster_end, event.end)
             else:
-                cluster_peak, cluster_end = sound_peak, event.end
+                if music is not None and cluster_end > 0:
+                    peak = max(peak, cluster_peak + music.peak(cluster_start, cluster_end))
+                cluster_peak, cluster_start, cluster_end = sound_peak, event.start, event.end
             peak = max(peak, cluster_peak)
+        if music is not None:
+            if cluster_end > 0:
+                peak = max(peak, cluster_peak + music.peak(cluster_start, cluster_end))
+            peak = max(peak, music.peak(0, self.total_samples))
         return peak
 
     def chunks(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:

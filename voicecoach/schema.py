@@ -246,6 +246,13 @@ SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {k: {"$ref": "#/$defs/text"} for k in TONE_KINDS},
         },
+        "music": {
+            "type": "string", "minLength": 1, "maxLength": 4096,
+            "description": "a sound file, or a folder of them played in name order, under the "
+                           "voice (ducked where it speaks), relative to the routine file; "
+                           "--music replaces it, --no-music leaves it out",
+            "x-expected": "the path of a sound file or a folder",
+        },
         "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"},
                   "x-expected": "a list of steps"},
     },

@@ -69,12 +69,32 @@ class VoiceSettings:
     engine: Engine = field(default_factory=default_engine)
 
 
+MUSIC_LEVEL_LU = -6.0
+"""The music in the gaps against the voice, by default: under it, and still music."""
+MUSIC_LEVEL_RANGE_LU = (-30.0, 0.0)
+
+
+@dataclass(frozen=True)
+class MusicSettings:
+    """Music under the voice: a file or a folder (None: the routine's `music:`, if any),
+    its level in the gaps against the voice, and the order of a folder's tracks (by name,
+    or shuffled by `seed`: the same seed gives the same order, so the same bytes)."""
+
+    path: str | None = None
+    level_lu: float = MUSIC_LEVEL_LU
+    shuffle: bool = False
+    seed: int = 0
+    off: bool = False
+    """No music, even where the routine names some."""
+
+
 @dataclass(frozen=True)
 class SessionSpec:
     """One session to make: a routine (a bundled id, a path, or a loaded Routine), its
-    variation (None: the routine's default), the options and the voice."""
+    variation (None: the routine's default), the options, the voice and the music."""
 
     routine: str | Routine
     variation: str | None = None
     options: Options = field(default_factory=Options)
     voice: VoiceSettings = field(default_factory=VoiceSettings)
+    music: MusicSettings = field(default_factory=MusicSettings)

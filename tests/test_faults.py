@@ -581,3 +581,16 @@ def test_play_does_not_write_into_a_history_it_refuses(pulse_server: PulseServer
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
         assert connection.execute("SELECT count(*) FROM sessions").fetchone() == (3,)
     connection.close()
+
+
+@pytest.mark.parametrize("extension", ["wav", "flac", "ogg", "mp3"])
+def test_a_file_name_that_is_not_utf8_is_written(tmp_path: Path, extension: str) -> None:
+    """Linux names are bytes: a name from an old archive or another locale is a name."""
+    folder = os.fsencode(tmp_path)
+    name = b"caf\xe9." + extension.encode()
+    done = subprocess.run([*VOICECOACH, "export", SHORT, "--captions", "-o",
+                           os.fsdecode(folder + b"/" + name)],
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(folder)) == sorted([b"caf\xe9.vtt", name])
+    assert sf.info(folder + b"/" + name).frames > 0

@@ -8,6 +8,8 @@ leaves a half-written file behind and never damages the file it was meant to rep
 
 from __future__ import annotations
 
+import os
+
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -187,7 +189,7 @@ def _encode(
     written_samples = 0
     try:
         sound_file = sf.SoundFile(
-            temp_path,
+            os.fsencode(temp_path),  # as bytes: soundfile cannot encode a non-UTF-8 name
             "w",
             samplerate=sample_rate,
             channels=channels,
@@ -376,7 +378,7 @@ def write_audio(
             # libsndfile's MP3 encoder only logs a short write (it is stopped by the error
             # its file layer records), so the finished file must also decode to full length
             # before it replaces anything.
-            decoded_samples = sf.info(str(temp_path)).frames
+            decoded_samples = sf.info(os.fsencode(temp_path)).frames
         except (sf.LibsndfileError, _TagError, _WriteFailed) as error:
             system = _os_error_in(error)
             if system is not None:  # mutagen wraps the OSError of a full disk

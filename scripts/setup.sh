@@ -8,6 +8,9 @@ apt_packages=(
   espeak-ng          # the voice (libespeak-ng1, loaded by pyttsx3's binding)
   pulseaudio         # a sound server: the playback tests run one with a null sink
   pulseaudio-utils   # pactl and parec, to drive and record it
+  lame               # the benchmark's peers: Debian's command-line encoders
+  vorbis-tools       # (oggenc)
+  flac
 )
 python_ok=1
 python3 -c 'import ensurepip, venv' 2>/dev/null || { apt_packages+=(python3 python3-venv); python_ok=0; }

@@ -9,7 +9,7 @@ leaves a half-written file behind and never damages the file it was meant to rep
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,13 +75,7 @@ _ENCODINGS: dict[str, _Encoding] = {
     "FLAC": _Encoding("PCM_16"),
     # libsndfile maps compression_level c to Vorbis quality 1 - c: this is quality 0.6.
     "OGG": _Encoding("VORBIS", compression_level=0.4),
-    # LAME VBR quality V2 (compression_level * 10). VBR, not CBR, because a session is
-    # mostly silence during holds, and because LAME only writes its Xing/LAME header
-    # (which carries encoder delay and padding, so decoders trim them and the audio
-    # stays sample-aligned) when that header fits the first frame: at low CBR rates
-    # (48 kbps at 22050 Hz) it silently drops it and the decoded audio shifts ~1100
-    # samples later. The VBR header frame is always big enough.
-    "MP3": _Encoding("MPEG_LAYER_III", compression_level=0.2, bitrate_mode="VARIABLE"),
+    # MP3 is encoded by LAME directly (mp3.py), not through libsndfile.
 }
 
 _EXTENSIONS_HINT = "use .wav, .flac, .ogg or .mp3"
@@ -183,6 +177,10 @@ def _encode(
 
     A failed write (a full disk) stops the export at that chunk, with the system's reason.
     """
+    if format_name == "MP3":
+        _encode_mp3(temp_path, chunks, total_samples=total_samples, sample_rate=sample_rate,
+                    channels=channels, progress=progress)
+        return
     encoding = _ENCODINGS[format_name]
     written_samples = 0
     try:
@@ -227,6 +225,46 @@ def _encode(
                 raise _WriteFailed(_closing_reason(temp_path, error)) from error
     if written_samples != total_samples:
         raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
+
+
+def _counted(chunks: Iterable[npt.NDArray[np.floating]],
+             total_samples: int) -> Iterator[npt.NDArray[np.float32]]:
+    """Mono float32 chunks, refused if they run past (or stop short of) total_samples."""
+    written_samples = 0
+    for chunk in chunks:
+        samples = np.asarray(chunk, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"expected mono 1-D chunks, got shape {samples.shape}")
+        written_samples += len(samples)
+        if written_samples > total_samples:
+            raise ValueError(f"chunks run past total_samples={total_samples}")
+        yield samples
+    if written_samples != total_samples:
+        raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
+
+
+def _encode_mp3(
+    temp_path: Path,
+    chunks: Iterable[npt.NDArray[np.floating]],
+    *,
+    total_samples: int,
+    sample_rate: int,
+    channels: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """LAME through lameenc (mp3.py says why not libsndfile), into the temporary file."""
+    from . import mp3
+
+    try:
+        with temp_path.open("wb") as out:
+            stream = mp3.Mp3Stream(out, sample_rate, channels)
+            for samples in _counted(chunks, total_samples):
+                stream.write(_to_pcm16(samples))
+                if progress is not None:
+                    progress(len(samples))
+            stream.close()
+    except OSError as error:
+        raise _WriteFailed(error.strerror or str(error)) from error
 
 
 def _tag_mp3(

@@ -3,7 +3,7 @@ front end writes.
 
 Why not libsndfile's MP3 path: it fixes LAME's algorithm quality at its slowest useful
 setting, and took 3.3 s for mid-back-knot's 9 minutes where lameenc at `-q 7` takes 0.7 s
-(see scripts/mp3_settings.py for what the lower setting costs: nothing the checks or a
+(see scripts/lossy_settings.py for what the lower setting costs: nothing the checks or a
 listener find). lameenc hands back frames only: it leaves out the Xing/LAME "Info" frame
 that tells a decoder the encoder delay and padding, without which every decoder plays
 1105 samples of silence first and the file is longer than the session. That one frame is
@@ -39,7 +39,7 @@ class Mp3Settings:
 
 
 SETTINGS = Mp3Settings(vbr_quality=6, algorithm_quality=7)
-"""Chosen by scripts/mp3_settings.py: see its docstring for the measurement."""
+"""Chosen by scripts/lossy_settings.py: see its docstring for the measurement."""
 
 ENCODER_DELAY = 576
 """LAME's encoder delay, as its own Info frame states it (decoders add their 529)."""
@@ -102,7 +102,8 @@ def _info_frame_header(sample_rate: int, channels: int) -> tuple[bytes, int]:
 
 
 def info_frame(sample_rate: int, channels: int, *, frames: int, stream_bytes: int,
-               frame_offsets: npt.NDArray[np.int64], padding: int) -> bytes:
+               frame_offsets: npt.NDArray[np.int64], padding: int,
+               vbr_quality: int = SETTINGS.vbr_quality) -> bytes:
     """The Xing/LAME Info frame for `frames` audio frames after it, `stream_bytes` long
     with it, whose frames start at `frame_offsets` (counted from this frame's start)."""
     header, size = _info_frame_header(sample_rate, channels)
@@ -115,7 +116,7 @@ def info_frame(sample_rate: int, channels: int, *, frames: int, stream_bytes: in
     frame[:4] = header
     at = 4 + _side_info_bytes(sample_rate, channels)
     xing = b"Xing" + struct.pack(">III", 0x0F, frames, stream_bytes) + toc.tobytes()
-    xing += struct.pack(">I", 100 - 10 * SETTINGS.vbr_quality)
+    xing += struct.pack(">I", 100 - 10 * vbr_quality)
     frame[at:at + len(xing)] = xing
     at += len(xing)
     lame = bytearray(36)
@@ -211,7 +212,8 @@ class Mp3Stream:
         offsets = np.asarray(self._counter.offsets, np.int64) + self._info_bytes
         info = info_frame(self.sample_rate, self.channels, frames=frames,
                           stream_bytes=self._counter.total_bytes + self._info_bytes,
-                          frame_offsets=offsets, padding=padding)
+                          frame_offsets=offsets, padding=padding,
+                          vbr_quality=self.settings.vbr_quality)
         self.out.flush()
         self.out.seek(0)
         self.out.write(info)

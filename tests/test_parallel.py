@@ -16,10 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.test_faults import spawn, temps, wait_for_temp
-from voicecoach import SAMPLE_RATE, parallel
+from voicecoach import SAMPLE_RATE, mp3, parallel
 from voicecoach.audiofile import write_audio
 from voicecoach.cli import cli
-from voicecoach.export import export_all
+from voicecoach.export import _silences, export_all
+from voicecoach.pipeline import prepare
 from voicecoach.spec import Options, SessionSpec
 
 ROUTINE = "mid-back-knot"
@@ -39,6 +40,9 @@ def test_all_variations_are_the_same_bytes_as_single_exports(tmp_path: Path) -> 
         assert result.exit_code == 0, result.output
         written = together / f"{ROUTINE}-{variation}.mp3"
         assert written.read_bytes() == alone.read_bytes(), variation
+        session = prepare(ROUTINE, variation, Options(reps=2))  # made by two encoders each
+        assert mp3.find_cut(session.timeline.duration_samples, _silences(session.timeline),
+                            SAMPLE_RATE) is not None
         assert written.with_suffix(".vtt").read_bytes() == alone.with_suffix(".vtt").read_bytes()
 
 

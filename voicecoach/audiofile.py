@@ -9,6 +9,7 @@ leaves a half-written file behind and never damages the file it was meant to rep
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "FORMATS",
     "Caption",
     "Chapter",
+    "Seekable",
     "check_playlist_name",
     "format_for",
     "write_audio",
@@ -55,6 +57,16 @@ class Caption:
     text: str
     start_sample: int
     end_sample: int
+
+
+@dataclass(frozen=True)
+class Seekable:
+    """Audio read from any sample on (a Rendering's chunks), with the spans known to be
+    silent: an MP3 is then cut at a silence near its middle and made by two encoders at
+    once (mp3.py), and is the same length and timing as one encoder's."""
+
+    read: Callable[[int, int], Iterable[npt.NDArray[np.floating]]]
+    silences: Sequence[tuple[int, int]]
 
 
 FORMATS: dict[str, str] = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
@@ -166,7 +178,7 @@ _SFE_SYSTEM = 2
 def _encode(
     temp_path: Path,
     format_name: str,
-    chunks: Iterable[npt.NDArray[np.floating]],
+    chunks: Iterable[npt.NDArray[np.floating]] | Seekable,
     *,
     total_samples: int,
     sample_rate: int,
@@ -183,6 +195,8 @@ def _encode(
         _encode_mp3(temp_path, chunks, total_samples=total_samples, sample_rate=sample_rate,
                     channels=channels, progress=progress)
         return
+    if isinstance(chunks, Seekable):
+        chunks = chunks.read(0, total_samples)
     encoding = _ENCODINGS[format_name]
     written_samples = 0
     try:
@@ -247,18 +261,42 @@ def _counted(chunks: Iterable[npt.NDArray[np.floating]],
 
 def _encode_mp3(
     temp_path: Path,
-    chunks: Iterable[npt.NDArray[np.floating]],
+    chunks: Iterable[npt.NDArray[np.floating]] | Seekable,
     *,
     total_samples: int,
     sample_rate: int,
     channels: int,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """LAME through lameenc (mp3.py says why not libsndfile), into the temporary file."""
+    """LAME through lameenc (mp3.py says why not libsndfile), into the temporary file: by
+    two encoders at once when the audio can be cut at a silence."""
     from . import mp3
 
+    cut = None
+    if isinstance(chunks, Seekable):
+        cut = mp3.find_cut(total_samples, chunks.silences, sample_rate)
+        source = chunks
+        if cut is None:
+            chunks = source.read(0, total_samples)
     try:
         with temp_path.open("wb") as out:
+            if cut is not None:
+                def read(start: int, end: int) -> Iterator[npt.NDArray[np.int16]]:
+                    for samples in _counted(source.read(start, end), end - start):
+                        yield _to_pcm16(samples)
+
+                lock = threading.Lock()
+
+                def counted(count: int) -> None:
+                    if progress is not None:
+                        with lock:
+                            progress(count)
+
+                mp3.encode_split(read, out, total_samples=total_samples, cut=cut,
+                                 sample_rate=sample_rate, channels=channels,
+                                 spill_dir=temp_path.parent, on_chunk=counted)
+                return
+            assert not isinstance(chunks, Seekable)
             stream = mp3.Mp3Stream(out, sample_rate, channels)
             for samples in _counted(chunks, total_samples):
                 stream.write(_to_pcm16(samples))
@@ -374,7 +412,7 @@ def _least_bytes(format_name: str, total_samples: int, sample_rate: int, channel
 
 def write_audio(
     path: Path,
-    chunks: Iterable[npt.NDArray[np.floating]],
+    chunks: Iterable[npt.NDArray[np.floating]] | Seekable,
     *,
     total_samples: int,
     sample_rate: int = SAMPLE_RATE,

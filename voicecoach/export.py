@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from .audiofile import (
     FORMATS,
     Caption,
     Chapter,
+    Seekable,
     check_playlist_name,
     format_for,
     write_audio,
@@ -25,6 +29,7 @@ from . import parallel
 from .errors import UsageError
 from .files import check_target, is_dir, make_folder
 from .pipeline import Progress, Session, open_session
+from .schedule import Timeline
 from .spec import SessionSpec
 
 WORKERS = 2
@@ -65,8 +70,14 @@ def _write(session: Session, path: Path, *, channels: int, captions: bool,
     timeline = session.timeline
     chapters = [Chapter(s.title, s.start, s.end) for s in timeline.sections]
     rendering = session.rendering
-    chunks = rendering.chunks()
-    write_audio(path, chunks if stop is None else parallel.checked(chunks, stop),
+    def read(start: int, end: int) -> Iterable[npt.NDArray[np.floating]]:
+        chunks = rendering.chunks(start, end)
+        return chunks if stop is None else parallel.checked(chunks, stop)
+
+    # an MP3 may be cut at a silence and made by two encoders at once (mp3.py), alone or
+    # beside other files: the same bytes either way
+    audio = Seekable(read, _silences(timeline))
+    write_audio(path, audio,
                 total_samples=rendering.total_samples, sample_rate=timeline.sample_rate,
                 channels=channels, title=f"{timeline.title} ({timeline.variation})",
                 chapters=chapters, progress=update)
@@ -77,6 +88,19 @@ def _write(session: Session, path: Path, *, channels: int, captions: bool,
                              if e.kind == "speech"], timeline.sample_rate)
         written.append(vtt)
     return written
+
+
+def _silences(timeline: Timeline) -> list[tuple[int, int]]:
+    """The spans between the timeline's sounds (nothing is mixed outside its events)."""
+    spans = []
+    reached = 0
+    for event in sorted(timeline.events, key=lambda e: e.start):
+        if event.start > reached:
+            spans.append((reached, event.start))
+        reached = max(reached, event.end)
+    if reached < timeline.duration_samples:
+        spans.append((reached, timeline.duration_samples))
+    return spans
 
 
 def export_one(spec: SessionSpec, output: Path | None, fmt: str | None = None, *,

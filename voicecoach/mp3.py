@@ -19,9 +19,13 @@ length of one encoder's (tests/test_mp3.py proves the join).
 
 from __future__ import annotations
 
+import shutil
 import struct
-from collections.abc import Callable, Iterable
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -143,6 +147,14 @@ class _FrameCounter:
         self.total_bytes = 0
         self._next = 0  # where the next frame starts, counted over everything seen
 
+    def extend(self, other: _FrameCounter) -> None:
+        """Another encoder's frames, appended after these."""
+        if self._next != self.total_bytes or other._next != other.total_bytes:
+            raise AssertionError("an encoder's output ended inside a frame")
+        self.offsets += [offset + self.total_bytes for offset in other.offsets]
+        self.total_bytes += other.total_bytes
+        self._next = self.total_bytes
+
     def feed(self, data: bytes) -> None:
         start = self.total_bytes
         self.total_bytes += len(data)
@@ -224,6 +236,44 @@ class Mp3Stream:
         self.out.seek(0, 2)
 
 
+SPLIT_LEAD = 1152
+"""A LAME encoder given n samples at 22050 Hz makes ceil((n + 1152) / 576) frames
+(measured for every n: tests/test_mp3.py): its delay of 576 and at least 576 of padding.
+So a first part that ends SPLIT_LEAD samples before a cut on the frame grid fills frames
+exactly up to the cut, and the second encoder's own delay starts there: those 1152
+samples of the session must be silent, as the encoders' padding and delay are."""
+
+SPLIT_GUARD = 4 * 576
+"""Silence kept on each side of the cut's SPLIT_LEAD samples: a frame's transform reaches
+a frame and a half around it, so the frames at the join carry nothing but silence."""
+
+MIN_PART_SAMPLES = 30 * 22050
+"""Shorter sessions take less time to encode than a second encoder takes to start."""
+
+
+def find_cut(total_samples: int, silences: Sequence[tuple[int, int]],
+             sample_rate: int) -> int | None:
+    """Where to cut a session for two encoders: on the frame grid, nearest its middle,
+    with silence over [cut - SPLIT_LEAD - SPLIT_GUARD, cut + SPLIT_GUARD); None if no
+    silence is long enough, or the parts would be short."""
+    frame = frame_samples(sample_rate)
+    if frame != 576 or total_samples < 2 * MIN_PART_SAMPLES:
+        return None  # SPLIT_LEAD is measured for MPEG-2's frames (22050 Hz sessions)
+    middle = total_samples // 2
+    best: int | None = None
+    for start, end in silences:
+        low = -(-(start + SPLIT_LEAD + SPLIT_GUARD) // frame) * frame
+        high = (end - SPLIT_GUARD) // frame * frame
+        if low > high:
+            continue
+        cut = min(max(middle // frame * frame, low), high)
+        if best is None or abs(cut - middle) < abs(best - middle):
+            best = cut
+    if best is None or not MIN_PART_SAMPLES <= best <= total_samples - MIN_PART_SAMPLES:
+        return None
+    return best
+
+
 def encode_all(pcm_chunks: Iterable[npt.NDArray[np.int16]], out: BinaryIO, sample_rate: int,
                channels: int, on_chunk: Callable[[int], None] | None = None) -> None:
     """One encoder over the whole stream."""
@@ -233,3 +283,88 @@ def encode_all(pcm_chunks: Iterable[npt.NDArray[np.int16]], out: BinaryIO, sampl
         if on_chunk is not None:
             on_chunk(len(pcm))
     stream.close()
+
+
+Read = Callable[[int, int], Iterable[npt.NDArray[np.int16]]]
+"""16-bit samples from one sample to another, in chunks."""
+
+
+def encode_split(read: Read, out: BinaryIO, *, total_samples: int, cut: int,
+                 sample_rate: int, channels: int, spill_dir: Path,
+                 on_chunk: Callable[[int], None] | None = None) -> None:
+    """Two encoders at once, one on each side of `cut` (from find_cut): the second in a
+    thread (LAME lets go of Python's lock), its frames kept in an unnamed file in
+    `spill_dir` until the first is done, then appended. Decodes to total_samples exactly."""
+    stream = Mp3Stream(out, sample_rate, channels)
+    from .parallel import workers_deaf
+
+    second = _Part(read, cut, total_samples, sample_rate, channels, spill_dir, on_chunk)
+    with workers_deaf():
+        second.start()
+    try:
+        first_end = cut - SPLIT_LEAD
+        for pcm in read(0, cut):
+            if second.error is not None:  # a full disk: stop now, not at the cut
+                raise second.error
+            kept = pcm[:max(0, first_end - stream._samples)]
+            if kept.size < pcm.size and np.any(pcm[kept.size:]):
+                raise AssertionError(f"the samples before the cut at {cut} are not silent")
+            if kept.size:
+                stream.write(kept)
+            if on_chunk is not None:
+                on_chunk(len(pcm))
+        stream._put(stream._encoder.flush())
+        if len(stream._counter.offsets) * frame_samples(sample_rate) != cut:
+            raise AssertionError(f"the first encoder did not end on the cut at {cut}")
+        second.join()
+    except BaseException:  # a signal, a full disk: the second encoder stops too
+        second.stopping.set()
+        second.join()
+        second.spill.close()
+        raise
+    second.append_to(stream)
+    stream.finish(total_samples)
+
+
+class _Part(threading.Thread):
+    """The second encoder of encode_split, in its own thread."""
+
+    def __init__(self, read: Read, start: int, end: int, sample_rate: int, channels: int,
+                 spill_dir: Path, on_chunk: Callable[[int], None] | None) -> None:
+        super().__init__(name="voicecoach-mp3", daemon=True)
+        self.read, self.begin, self.end = read, start, end
+        self.channels = channels
+        self.encoder = _new_encoder(sample_rate, channels, SETTINGS)
+        self.counter = _FrameCounter()
+        self.spill = tempfile.TemporaryFile(dir=spill_dir)
+        self.on_chunk = on_chunk
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for pcm in self.read(self.begin, self.end):
+                if self.stopping.is_set():
+                    return
+                frames = pcm if self.channels == 1 else np.column_stack((pcm, pcm))
+                self._put(self.encoder.encode(np.ascontiguousarray(frames).tobytes()))
+                if self.on_chunk is not None:
+                    self.on_chunk(len(pcm))
+            self._put(self.encoder.flush())
+        except BaseException as error:  # handed to the main thread
+            self.error = error
+
+    def _put(self, data: bytes | bytearray) -> None:
+        if data:
+            self.counter.feed(bytes(data))
+            self.spill.write(data)
+
+    def append_to(self, stream: Mp3Stream) -> None:
+        try:
+            if self.error is not None:
+                raise self.error
+            self.spill.seek(0)
+            shutil.copyfileobj(self.spill, stream.out, 1 << 20)
+            stream._counter.extend(self.counter)
+        finally:
+            self.spill.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -44,15 +45,23 @@ def locked(update: Callable[[int], None] | None) -> Callable[[int], None] | None
     return locked_update
 
 
-_STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 _POLL_S = 0.1
 """How often the waiting main thread wakes, so a signal's handler runs at once."""
 
 
-def _main_thread_takes_signals() -> None:
-    """A stop signal the kernel gave a worker would wait, unseen, until the main thread
-    woke: blocked in every worker, it always interrupts the main thread's wait."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+@contextmanager
+def workers_deaf() -> Iterator[None]:
+    """Start threads in here: they are born with the stop signals blocked, so the kernel
+    gives every such signal to the main thread. One given to a worker would only trip a
+    flag the main thread might not look at until it woke, the export done (CPython runs
+    handlers in the main thread, and a thread blocked in a join does not wake for a signal
+    it was not sent)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def run(jobs: Sequence[Callable[..., T]], *, workers: int) -> list[T]:
@@ -67,12 +76,12 @@ def run(jobs: Sequence[Callable[..., T]], *, workers: int) -> list[T]:
         if stopping.is_set():
             raise Stopped("stopped")
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voicecoach",
-                            initializer=_main_thread_takes_signals) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voicecoach") as pool:
         futures: list[Future[T]] = []
         try:  # a signal can arrive while the first jobs start and the others are handed out
             for job in jobs:
-                futures.append(pool.submit(job, stop=stop))
+                with workers_deaf():  # submit starts the pool's threads
+                    futures.append(pool.submit(job, stop=stop))
             done: set[Future[T]] = set()
             while len(done) < len(futures) and not any(f.exception() for f in done):
                 done, _ = wait(futures, timeout=_POLL_S, return_when=FIRST_EXCEPTION)

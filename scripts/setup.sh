@@ -11,6 +11,9 @@ apt_packages=(
   chromium           # a real browser: the tests drive `voicecoach serve`'s page in it
   chromium-driver    # ... through Selenium's WebDriver
   fonts-dejavu-core  # text in that browser (its screenshots), without the recommended fonts
+  lame               # the benchmark's peers: Debian's command-line encoders
+  vorbis-tools       # (oggenc)
+  flac
 )
 python_ok=1
 python3 -c 'import ensurepip, venv' 2>/dev/null || { apt_packages+=(python3 python3-venv); python_ok=0; }

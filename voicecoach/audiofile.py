@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "FORMATS",
     "Caption",
     "Chapter",
+    "Seekable",
     "check_playlist_name",
     "format_for",
     "write_audio",
@@ -59,6 +61,16 @@ class Caption:
     end_sample: int
 
 
+@dataclass(frozen=True)
+class Seekable:
+    """Audio read from any sample on (a Rendering's chunks), with the spans known to be
+    silent: an MP3 is then cut at a silence near its middle and made by two encoders at
+    once (mp3.py), and is the same length and timing as one encoder's."""
+
+    read: Callable[[int, int], Iterable[npt.NDArray[np.floating]]]
+    silences: Sequence[tuple[int, int]]
+
+
 FORMATS: dict[str, str] = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}
 """File extension to soundfile's major format name."""
 
@@ -75,15 +87,11 @@ class _Encoding:
 _ENCODINGS: dict[str, _Encoding] = {
     "WAV": _Encoding("PCM_16"),
     "FLAC": _Encoding("PCM_16"),
-    # libsndfile maps compression_level c to Vorbis quality 1 - c: this is quality 0.6.
-    "OGG": _Encoding("VORBIS", compression_level=0.4),
-    # LAME VBR quality V2 (compression_level * 10). VBR, not CBR, because a session is
-    # mostly silence during holds, and because LAME only writes its Xing/LAME header
-    # (which carries encoder delay and padding, so decoders trim them and the audio
-    # stays sample-aligned) when that header fits the first frame: at low CBR rates
-    # (48 kbps at 22050 Hz) it silently drops it and the decoded audio shifts ~1100
-    # samples later. The VBR header frame is always big enough.
-    "MP3": _Encoding("MPEG_LAYER_III", compression_level=0.2, bitrate_mode="VARIABLE"),
+    # libsndfile maps compression_level c to Vorbis quality 1 - c: this is quality 0.4,
+    # the lowest that passes scripts/lossy_settings.py (24.8 kbps mono, 30.5 stereo, for
+    # mid-back-knot); at 0.3 the decoded session is 0.06 LU louder than the WAV.
+    "OGG": _Encoding("VORBIS", compression_level=0.6),
+    # MP3 is encoded by LAME directly (mp3.py), not through libsndfile.
 }
 
 _EXTENSIONS_HINT = "use .wav, .flac, .ogg or .mp3"
@@ -172,7 +180,7 @@ _SFE_SYSTEM = 2
 def _encode(
     temp_path: Path,
     format_name: str,
-    chunks: Iterable[npt.NDArray[np.floating]],
+    chunks: Iterable[npt.NDArray[np.floating]] | Seekable,
     *,
     total_samples: int,
     sample_rate: int,
@@ -185,6 +193,12 @@ def _encode(
 
     A failed write (a full disk) stops the export at that chunk, with the system's reason.
     """
+    if format_name == "MP3":
+        _encode_mp3(temp_path, chunks, total_samples=total_samples, sample_rate=sample_rate,
+                    channels=channels, progress=progress)
+        return
+    if isinstance(chunks, Seekable):
+        chunks = chunks.read(0, total_samples)
     encoding = _ENCODINGS[format_name]
     written_samples = 0
     try:
@@ -229,6 +243,70 @@ def _encode(
                 raise _WriteFailed(_closing_reason(temp_path, error)) from error
     if written_samples != total_samples:
         raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
+
+
+def _counted(chunks: Iterable[npt.NDArray[np.floating]],
+             total_samples: int) -> Iterator[npt.NDArray[np.float32]]:
+    """Mono float32 chunks, refused if they run past (or stop short of) total_samples."""
+    written_samples = 0
+    for chunk in chunks:
+        samples = np.asarray(chunk, dtype=np.float32)
+        if samples.ndim != 1:
+            raise ValueError(f"expected mono 1-D chunks, got shape {samples.shape}")
+        written_samples += len(samples)
+        if written_samples > total_samples:
+            raise ValueError(f"chunks run past total_samples={total_samples}")
+        yield samples
+    if written_samples != total_samples:
+        raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
+
+
+def _encode_mp3(
+    temp_path: Path,
+    chunks: Iterable[npt.NDArray[np.floating]] | Seekable,
+    *,
+    total_samples: int,
+    sample_rate: int,
+    channels: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """LAME through lameenc (mp3.py says why not libsndfile), into the temporary file: by
+    two encoders at once when the audio can be cut at a silence."""
+    from . import mp3
+
+    cut = None
+    if isinstance(chunks, Seekable):
+        cut = mp3.find_cut(total_samples, chunks.silences, sample_rate)
+        source = chunks
+        if cut is None:
+            chunks = source.read(0, total_samples)
+    try:
+        with temp_path.open("wb") as out:
+            if cut is not None:
+                def read(start: int, end: int) -> Iterator[npt.NDArray[np.int16]]:
+                    for samples in _counted(source.read(start, end), end - start):
+                        yield _to_pcm16(samples)
+
+                lock = threading.Lock()
+
+                def counted(count: int) -> None:
+                    if progress is not None:
+                        with lock:
+                            progress(count)
+
+                mp3.encode_split(read, out, total_samples=total_samples, cut=cut,
+                                 sample_rate=sample_rate, channels=channels,
+                                 spill_dir=temp_path.parent, on_chunk=counted)
+                return
+            assert not isinstance(chunks, Seekable)
+            stream = mp3.Mp3Stream(out, sample_rate, channels)
+            for samples in _counted(chunks, total_samples):
+                stream.write(_to_pcm16(samples))
+                if progress is not None:
+                    progress(len(samples))
+            stream.close()
+    except OSError as error:
+        raise _WriteFailed(error.strerror or str(error)) from error
 
 
 def _tag_mp3(
@@ -336,7 +414,7 @@ def _least_bytes(format_name: str, total_samples: int, sample_rate: int, channel
 
 def write_audio(
     path: Path,
-    chunks: Iterable[npt.NDArray[np.floating]],
+    chunks: Iterable[npt.NDArray[np.floating]] | Seekable,
     *,
     total_samples: int,
     sample_rate: int = SAMPLE_RATE,

@@ -4,26 +4,36 @@ routine beside an M3U playlist. The files themselves are audiofile.py's.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from .audiofile import (
     FORMATS,
     Caption,
     Chapter,
+    Seekable,
     check_playlist_name,
     format_for,
     write_audio,
     write_captions,
     write_playlist,
 )
+from . import parallel
 from .errors import UsageError
 from .files import check_target, is_dir, make_folder
 from .pipeline import Progress, Session, open_session
+from .schedule import Timeline
 from .spec import SessionSpec
+
+WORKERS = 2
+"""Files written at once by --all-variations: the development machine's two cores."""
 
 Notify = Callable[[Session], None]
 """Called with each session once it is made, before it is written (the CLI prints what
@@ -47,14 +57,30 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
                   progress: Progress | None = None) -> list[Path]:
     """Write one session's audio (and captions); returns the files written."""
     _check_outputs(path, captions)
+    total = session.rendering.total_samples
+    with (progress or _no_progress)(total, f"Rendering {path.name}") as update:
+        return _write(session, path, channels=channels, captions=captions, update=update)
+
+
+def _write(session: Session, path: Path, *, channels: int, captions: bool,
+           update: Callable[[int], None] | None,
+           stop: Callable[[], None] | None = None) -> list[Path]:
+    """The files of one session; `stop` is called before each chunk, to raise if the
+    export was stopped while this one runs in a worker thread."""
     timeline = session.timeline
     chapters = [Chapter(s.title, s.start, s.end) for s in timeline.sections]
     rendering = session.rendering
-    with (progress or _no_progress)(rendering.total_samples, f"Rendering {path.name}") as update:
-        write_audio(path, rendering.chunks(), total_samples=rendering.total_samples,
-                    sample_rate=timeline.sample_rate, channels=channels,
-                    title=f"{timeline.title} ({timeline.variation})", chapters=chapters,
-                    progress=update)
+    def read(start: int, end: int) -> Iterable[npt.NDArray[np.floating]]:
+        chunks = rendering.chunks(start, end)
+        return chunks if stop is None else parallel.checked(chunks, stop)
+
+    # an MP3 may be cut at a silence and made by two encoders at once (mp3.py), alone or
+    # beside other files: the same bytes either way
+    audio = Seekable(read, _silences(timeline))
+    write_audio(path, audio,
+                total_samples=rendering.total_samples, sample_rate=timeline.sample_rate,
+                channels=channels, title=f"{timeline.title} ({timeline.variation})",
+                chapters=chapters, progress=update)
     written = [path]
     if captions:
         vtt = path.with_suffix(".vtt")
@@ -62,6 +88,19 @@ def write_session(session: Session, path: Path, *, channels: int = 1, captions: 
                              if e.kind == "speech"], timeline.sample_rate)
         written.append(vtt)
     return written
+
+
+def _silences(timeline: Timeline) -> list[tuple[int, int]]:
+    """The spans between the timeline's sounds (nothing is mixed outside its events)."""
+    spans = []
+    reached = 0
+    for event in sorted(timeline.events, key=lambda e: e.start):
+        if event.start > reached:
+            spans.append((reached, event.start))
+        reached = max(reached, event.end)
+    if reached < timeline.duration_samples:
+        spans.append((reached, timeline.duration_samples))
+    return spans
 
 
 def export_one(spec: SessionSpec, output: Path | None, fmt: str | None = None, *,
@@ -90,7 +129,12 @@ def export_one(spec: SessionSpec, output: Path | None, fmt: str | None = None, *
 def export_all(spec: SessionSpec, folder: Path, fmt: str, *, channels: int = 1,
                captions: bool = False, progress: Progress | None = None,
                notify: Notify | None = None) -> list[Path]:
-    """One file per variation and an M3U playlist of them, in `folder`."""
+    """One file per variation and an M3U playlist of them, in `folder`.
+
+    The sessions are made one after the other (their phrases are shared through the cache,
+    and each one's notices are told in order), then written two at a time: encoding is
+    most of the time, and the encoders (LAME, libsndfile) let go of Python's lock, so two
+    threads keep both cores busy. Each file is the same bytes as written alone."""
     from .load import load
 
     if not is_dir(folder):
@@ -107,16 +151,23 @@ def export_all(spec: SessionSpec, folder: Path, fmt: str, *, channels: int = 1,
         check_playlist_name(playlist, path.name)
         _check_outputs(path, captions)
     check_target(playlist)
-    written: list[Path] = []
-    entries: list[tuple[str, str, float]] = []
-    for variation, path in zip(loaded.variations, paths, strict=True):
+    sessions: list[Session] = []
+    for variation in loaded.variations:
         session = open_session(replace(spec, routine=loaded, variation=variation.name),
                                progress=progress)
         if notify:
             notify(session)
-        written += write_session(session, path, channels=channels, captions=captions,
-                                 progress=progress)
-        entries.append((f"{loaded.title}: {variation.title}", path.name,
-                        session.timeline.duration_s))
-    write_playlist(playlist, entries)
+        sessions.append(session)
+    total = sum(session.rendering.total_samples for session in sessions)
+    label = f"Rendering {len(paths)} files" if len(paths) > 1 else f"Rendering {paths[0].name}"
+    with (progress or _no_progress)(total, label) as update:
+        shared_update = parallel.locked(update)
+        jobs = [functools.partial(_write, session, path, channels=channels, captions=captions,
+                                  update=shared_update)
+                for session, path in zip(sessions, paths, strict=True)]
+        written = [file for files in parallel.run(jobs, workers=WORKERS) for file in files]
+    write_playlist(playlist, [(f"{loaded.title}: {variation.title}", path.name,
+                               session.timeline.duration_s)
+                              for variation, path, session in zip(loaded.variations, paths,
+                                                                  sessions, strict=True)])
     return written + [playlist]

@@ -28,6 +28,7 @@ from . import SAMPLE_RATE
 from .cache import ENTRY_SUFFIX, BadEntry, cache_dir, read_entry, store_atomically, write_entry
 from .errors import AudioError, UsageError, VoicecoachError
 from .espeak_server import NO_ENGINE, OK, READY, REPLY, REQUEST, UNKNOWN_VOICE
+from .parallel import workers_deaf
 from .loudness import (SPEECH_LUFS, SPEECH_PEAK_DBFS, IMPULSE_SAMPLES, bin_energies, bin_samples, gated_loudness, limit,
                        sound_summary, step_samples, steps_from_bins)
 
@@ -124,7 +125,8 @@ class EngineProcess:
         self._dead = False
         self._reader = threading.Thread(target=self._read, name="voicecoach-espeak-reader",
                                         daemon=True)
-        self._reader.start()
+        with workers_deaf():  # a stop signal it took would reach the main thread late
+            self._reader.start()
 
     @property
     def alive(self) -> bool:
@@ -269,7 +271,8 @@ class Espeak:
             with contextlib.suppress(BaseException):
                 _engine(self.voice, self.rate_wpm)
 
-        threading.Thread(target=start, name="voicecoach-espeak-start", daemon=True).start()
+        with workers_deaf():
+            threading.Thread(target=start, name="voicecoach-espeak-start", daemon=True).start()
 
     def speak_ahead(self, texts: Iterable[str]) -> None:
         """Ask the helper for these phrases now: it speaks them two at a time while the

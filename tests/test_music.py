@@ -440,3 +440,37 @@ def test_blocks_resample_as_the_whole_track_would(music: Path, name: str) -> Non
     reference = soxr.resample(whole[: track.frames], TRACK_RATE, SR, quality="HQ")
     n = min(reference.shape[0], resampled.length) - SR // 10  # the last samples see the end
     assert np.max(np.abs(blocks[:n] - reference[:n])) < 1e-5
+
+
+def test_two_readers_at_once_get_what_one_gets(music: Path) -> None:
+    """An MP3 is made by two encoders at once, each reading its half of the session: the
+    bus's decoders and block cache are shared, so reading them from two threads at once
+    raised 'generator already executing' or mixed up blocks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def session() -> Session:
+        return prepare(SHORT, music=MusicSettings(str(music / "album")))
+
+    step = 4096
+    serial = session().rendering
+    total = serial.total_samples
+    expected = [serial.mix(a, min(a + step, total)) for a in range(0, total, step)]
+    shared = session().rendering
+    halves = [range(0, total // 2, step), range(total // 2 // step * step, total, step)]
+    with ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(lambda r: [(a, shared.mix(a, min(a + step, total))) for a in r],
+                              halves))
+    got = dict(item for part in parts for item in part)
+    assert all(np.array_equal(got[a], expected[a // step]) for a in range(0, total, step))
+
+
+def test_an_mp3_with_music_is_whole(tmp_path: Path, music: Path) -> None:
+    """The README's example: a routine long enough for the two-encoder MP3 (cut at a
+    silence, mp3.py), with a folder of music, which leaves no silence to cut at: one
+    encoder makes it (the cut's check refused it with a traceback), as long as the WAV."""
+    album = str(music / "album")
+    for name in ("u.mp3", "u.wav"):
+        code, _, err = run("export", "upper-back-knot", "--music", album, "-o",
+                           str(tmp_path / name))
+        assert code == 0, err
+    assert soundfile.info(tmp_path / "u.mp3").frames == soundfile.info(tmp_path / "u.wav").frames

@@ -75,8 +75,9 @@ def _write(session: Session, path: Path, *, channels: int, captions: bool,
         return chunks if stop is None else parallel.checked(chunks, stop)
 
     # an MP3 may be cut at a silence and made by two encoders at once (mp3.py), alone or
-    # beside other files: the same bytes either way
-    audio = Seekable(read, _silences(timeline))
+    # beside other files: the same bytes either way. Music fills the silences: one encoder.
+    silences = _silences(timeline) if rendering.music is None else []
+    audio = Seekable(read, silences)
     write_audio(path, audio,
                 total_samples=rendering.total_samples, sample_rate=timeline.sample_rate,
                 channels=channels, title=f"{timeline.title} ({timeline.variation})",

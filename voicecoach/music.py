@@ -32,6 +32,7 @@ import math
 import os
 import random
 import stat
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -333,6 +334,9 @@ class MusicBus:
         self._duck_starts = [a for a, _ in self._ducks]
         self._gains: list[float] | None = None
         self._steps: tuple[np.ndarray, np.ndarray] | None = None
+        self._lock = threading.RLock()
+        """The decoders and the block cache are shared state, and an MP3 is made by two
+        encoders at once (mp3.encode_split), each reading its half of the session."""
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -453,7 +457,12 @@ class MusicBus:
                 yield seg
 
     def samples(self, start: int, end: int) -> np.ndarray:
-        """The bus over [start, end): levelled, crossfaded, faded and ducked; float32."""
+        """The bus over [start, end): levelled, crossfaded, faded and ducked; float32.
+        Safe to call from several threads (one at a time inside)."""
+        with self._lock:
+            return self._samples(start, end)
+
+    def _samples(self, start: int, end: int) -> np.ndarray:
         end = min(end, self.total_samples)
         out = np.zeros(max(0, end - start), np.float32)
         if end <= start:
@@ -470,10 +479,11 @@ class MusicBus:
     @property
     def gains(self) -> list[float]:
         """Each track's gain to the voice's loudness plus `level_lu`."""
-        if self._gains is None:
-            self._measure()
-        assert self._gains is not None
-        return self._gains
+        with self._lock:
+            if self._gains is None:
+                self._measure()
+            assert self._gains is not None
+            return self._gains
 
     def _measure(self) -> None:
         """One pass over the bus: each track's loudness over what plays of it, and the
@@ -534,15 +544,17 @@ class MusicBus:
 
     def step_energies(self, steps: int) -> np.ndarray:
         """The bus's K-weighted energy in each of the session's first `steps` 100 ms steps."""
-        if self._steps is None:
-            self._measure()
+        with self._lock:
+            if self._steps is None:
+                self._measure()
         assert self._steps is not None
         return self._steps[0][:steps]
 
     def peak(self, start: int, end: int) -> float:
         """A bound on the bus's peak over [start, end)."""
-        if self._steps is None:
-            self._measure()
+        with self._lock:
+            if self._steps is None:
+                self._measure()
         assert self._steps is not None
         fine = step_samples(self.rate) // PEAK_BLOCKS_PER_STEP
         peaks = self._steps[1]

@@ -342,11 +342,20 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
         greeting += ("A brief session today: you know the background by now.",)
         click.echo(f"Brief session: you have completed this routine {told.completed} times "
                    "(--full for the whole session).", err=True)
-    session = _open(replace(spec, routine=loaded, options=replace(
-        spec.options, brief=brief, greeting=greeting, farewell=told.farewell)))
-    _ = session.rendering.gain  # the same level as the export, decided before the first sound
+    from .pipeline import open_session
+
+    # Streamed: the first phrase plays while the rest are made; what was adapted to the
+    # options is told once the whole timeline is laid (the run loop prints it).
+    session = open_session(replace(spec, routine=loaded, options=replace(
+        spec.options, brief=brief, greeting=greeting, farewell=told.farewell)), stream=True)
+    from . import SAMPLE_RATE
+
+    erase = "\r\x1b[K" if sys.stderr.isatty() else ""  # the status line, on a terminal
+    session.rendering.on_wait = lambda sample: click.echo(
+        f"{erase}Waiting for speech at {clock(sample / SAMPLE_RATE)}: it is still being made.",
+        err=True)
     with open_player() as player:
-        coach = Coach(session, player)
+        coach = Coach(session, player, on_complete=tell_adapted)
         started_at = datetime.now(UTC)
         try:
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
@@ -369,7 +378,7 @@ def _log_session(coach: Coach, started_at: datetime, ended: str) -> None:
         variation=session.timeline.variation, level=session.spec.options.level, started_at=started_at,
         played_s=coach.played_s, ended="completed" if ended == "completed" else "stopped",
         stopped_at_step=None if ended == "completed" else coach.step_title(),
-        planned_s=session.timeline.duration_s))
+        planned_s=session.timeline.duration_s if session.rendering.complete else None))
     if warning:
         click.echo(f"Warning: {warning}", err=True)
 

@@ -358,6 +358,7 @@ class PhraseCache:
         self._unstored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         """Phrases made here that could not be stored, kept in memory instead."""
         self._count_lock = threading.Lock()
+        self._making: dict[str, Future[tuple[np.ndarray, np.ndarray]]] = {}
 
     def _name(self, text: str) -> str:
         return hashlib.sha256(f"{self.synthesizer.key}\n{text}".encode()).hexdigest()
@@ -393,6 +394,28 @@ class PhraseCache:
         found = self._read(path)
         if found is not None:
             return found
+        # One thread makes a phrase; another that needs it meanwhile (the scheduler, while
+        # prefetch threads work ahead of it) waits for that one.
+        with self._count_lock:
+            making = self._making.get(text)
+            if making is None:
+                mine: Future[tuple[np.ndarray, np.ndarray]] = Future()
+                self._making[text] = mine
+        if making is not None:
+            return making.result()
+        try:
+            made = self._read(path) or self._make(text, path)
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        else:
+            mine.set_result(made)
+            return made
+        finally:
+            with self._count_lock:
+                del self._making[text]
+
+    def _make(self, text: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         damaged = os.path.lexists(path)
         samples = np.ascontiguousarray(self.synthesizer.synthesize(text), dtype=np.float32)
         summary = sound_summary(samples, SAMPLE_RATE)

@@ -327,9 +327,11 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
     """
     from datetime import UTC, datetime
 
+    from . import SAMPLE_RATE
     from .backends import open_player
     from .history import Target, coaching
     from .load import load
+    from .pipeline import open_session
     from .play import Coach, run
 
     loaded = load(spec.routine) if isinstance(spec.routine, str) else spec.routine
@@ -342,20 +344,18 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
         greeting += ("A brief session today: you know the background by now.",)
         click.echo(f"Brief session: you have completed this routine {told.completed} times "
                    "(--full for the whole session).", err=True)
-    from .pipeline import open_session
-
     # Streamed: the first phrase plays while the rest are made; what was adapted to the
     # options is told once the whole timeline is laid (the run loop prints it).
     session = open_session(replace(spec, routine=loaded, options=replace(
         spec.options, brief=brief, greeting=greeting, farewell=told.farewell)), stream=True)
-    from . import SAMPLE_RATE
-
     erase = "\r\x1b[K" if sys.stderr.isatty() else ""  # the status line, on a terminal
-    session.rendering.on_wait = lambda sample: click.echo(
-        f"{erase}Waiting for speech at {clock(sample / SAMPLE_RATE)}: it is still being made.",
-        err=True)
+
+    def waiting(sample: int) -> None:
+        click.echo(f"{erase}Waiting at {clock(sample / SAMPLE_RATE)}: the next phrases are "
+                   "still being made.", err=True)
+
     with open_player() as player:
-        coach = Coach(session, player, on_complete=tell_adapted)
+        coach = Coach(session, player, on_complete=tell_adapted, on_wait=waiting)
         started_at = datetime.now(UTC)
         try:
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())

@@ -32,10 +32,13 @@ class Coach:
     whole timeline is laid, `on_complete` is told what was adapted to the options."""
 
     def __init__(self, session: Session, player: Player,
-                 on_complete: Callable[[tuple[str, ...]], None] | None = None) -> None:
+                 on_complete: Callable[[tuple[str, ...]], None] | None = None,
+                 on_wait: Callable[[int], None] | None = None) -> None:
         self.session = session
         self.player = player
         self.on_complete = on_complete
+        self.on_wait = on_wait
+        self._told_wait: int | None = None
         self.quit = False
         self._started_at: float | None = None
         self._paused_at: float | None = None
@@ -59,7 +62,15 @@ class Coach:
         return self._timeline().duration_samples
 
     def poll(self) -> None:
-        """Called by the run loop: tell what was adapted once the timeline is whole."""
+        """Called by the run loop: tell `on_wait` once playback has reached a place where
+        the stream waits for speech still being made (it is silent there, between two
+        phrases); tell what was adapted once the timeline is whole."""
+        waiting = self.session.rendering.waiting_at
+        if waiting is not None and waiting != self._told_wait and not self.player.paused \
+                and self.player.position_samples >= waiting:
+            self._told_wait = waiting
+            if self.on_wait is not None:
+                self.on_wait(waiting)
         if not self._told_complete and self.session.rendering.complete:
             self._told_complete = True
             if self.on_complete is not None:

@@ -21,7 +21,6 @@ import bisect
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from itertools import accumulate
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +116,9 @@ class Rendering:
         """Known before the first sample: every phrase and tone was levelled when made."""
         self.on_wait: Callable[[int], None] | None = None
         """Told of the sample at which the stream waits for speech still being made."""
+        self.waiting_at: int | None = None
+        """That sample, while the stream waits there: a player ahead of its device hears
+        silence there only once it has played what was handed before."""
         self._events: list[Event] = []
         self._starts: list[int] = []
         self._max_ends: list[int] = []
@@ -319,23 +321,27 @@ class Rendering:
         """Wait until samples from `a` on are final, and say up to where; None at the end."""
         stalled = False
         with self._changed:
-            while True:
-                if self._error is not None:
-                    raise self._error
-                stop = end
-                if self._timeline is not None:
-                    total = self._timeline.duration_samples
-                    stop = total if end is None else min(end, total)
-                if stop is not None and a >= stop:
-                    return None
-                if self._timeline is not None:
-                    return stop
-                ahead = round(RESUME_AHEAD_S * self.sample_rate) if stalled else self.chunk_samples
-                need = a + ahead if end is None else min(a + ahead, end)
-                if self._frontier >= need or (self._frontier > a and not first and not stalled):
-                    return self._frontier if end is None else min(self._frontier, end)
-                if not first and not stalled:
-                    stalled = True
-                    if self.on_wait is not None:
-                        self.on_wait(a)
-                self._changed.wait()
+            try:
+                while True:
+                    if self._error is not None:
+                        raise self._error
+                    stop = end
+                    if self._timeline is not None:
+                        total = self._timeline.duration_samples
+                        stop = total if end is None else min(end, total)
+                    if stop is not None and a >= stop:
+                        return None
+                    if self._timeline is not None:
+                        return stop
+                    ahead = round(RESUME_AHEAD_S * self.sample_rate) if stalled else self.chunk_samples
+                    need = a + ahead if end is None else min(a + ahead, end)
+                    if self._frontier >= need or (self._frontier > a and not first and not stalled):
+                        return self._frontier if end is None else min(self._frontier, end)
+                    if not first and not stalled:
+                        stalled = True
+                        self.waiting_at = a
+                        if self.on_wait is not None:
+                            self.on_wait(a)
+                    self._changed.wait()
+            finally:
+                self.waiting_at = None

@@ -36,7 +36,10 @@ PEAK_CEILING = 10 ** (SPEECH_PEAK_DBFS / 20)
 """Phrase peaks stay below SPEECH_PEAK_DBFS, leaving room for the session's final level."""
 LIMIT_WINDOW_S = 0.005
 EDGE_S = 0.01
-PROCESSING_VERSION = "5"
+CONTEXT_SAMPLES = 3 * step_samples(SAMPLE_RATE)
+"""Silence either side of a phrase when it is measured, as in a session: the 400 ms blocks
+that straddle its edges count, as they do in the session's own measurement."""
+PROCESSING_VERSION = "6"
 """Part of every cache key: bump it when trimming or levelling changes."""
 DEFAULT_RATE_WPM = 160
 NO_ESPEAK = "no text-to-speech engine: install espeak-ng (on Debian: apt-get install espeak-ng)"
@@ -76,7 +79,9 @@ def _level(samples: np.ndarray) -> np.ndarray:
     edge = int(EDGE_S * SAMPLE_RATE)
     samples = samples[max(0, loud[0] - edge): loud[-1] + edge]
     step = step_samples(SAMPLE_RATE)
-    loudness = gated_loudness(steps_from_bins(bin_energies(samples, SAMPLE_RATE)), step)
+    context = np.zeros(samples.shape[0] + 2 * CONTEXT_SAMPLES, np.float32)
+    context[CONTEXT_SAMPLES: CONTEXT_SAMPLES + samples.shape[0]] = samples
+    loudness = gated_loudness(steps_from_bins(bin_energies(context, SAMPLE_RATE)), step)
     if np.isfinite(loudness):
         window = int(LIMIT_WINDOW_S * SAMPLE_RATE)
         levelled = samples * np.float32(10 ** ((SPEECH_LUFS - loudness) / 20))

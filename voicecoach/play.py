@@ -122,7 +122,7 @@ class Coach:
             self.quit = True
 
     def restart_step(self) -> None:
-        if self._section_starts:
+        if self._timeline().sections:
             self.jump(self._section_starts[self.section_index()])
 
     def status(self) -> str:

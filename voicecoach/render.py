@@ -31,8 +31,11 @@ from .schedule import Event, Section, Span, Timeline
 from .speech import PhraseCache
 
 CHUNK_SAMPLES = 22050
-RESUME_AHEAD_S = 3.0
-"""After waiting for speech, play on once this much more is laid: no stutter."""
+AHEAD_S = 3.0
+"""Start, and after waiting for speech play on, once this much is laid: a device that
+takes a second or two at once (a Bluetooth headset) has it, and nothing stutters. Warm,
+that is a few phrases read; cold, the second phrase is made beside the first (two at a
+time) anyway."""
 SESSION_GAIN = 10 ** (SESSION_GAIN_DB / 20)
 PEAK_CEILING = 10 ** (PEAK_CEILING_DBFS / 20)
 
@@ -300,8 +303,9 @@ class Rendering:
         While the timeline grows, a chunk is mixed once it is final. If the stream
         catches up with what is laid, it hands on what is final and then waits there:
         that point is always between sounds (every sound laid ends before it), so a
-        player falls silent between phrases, never mid-word. It goes on once
-        RESUME_AHEAD_S more are laid (or the rest), and `on_wait` is told."""
+        player falls silent between phrases, never mid-word. It goes on once AHEAD_S
+        more are laid (or the rest), and `on_wait` is told. The first chunk, too, waits
+        for AHEAD_S."""
         gain = np.float32(self.gain)
         a = start
         first = True
@@ -333,7 +337,7 @@ class Rendering:
                         return None
                     if self._timeline is not None:
                         return stop
-                    ahead = round(RESUME_AHEAD_S * self.sample_rate) if stalled else self.chunk_samples
+                    ahead = round(AHEAD_S * self.sample_rate) if stalled or first else self.chunk_samples
                     need = a + ahead if end is None else min(a + ahead, end)
                     if self._frontier >= need or (self._frontier > a and not first and not stalled):
                         return self._frontier if end is None else min(self._frontier, end)

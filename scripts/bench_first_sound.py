@@ -8,7 +8,9 @@ Measured, for each engine, runs interleaved so that load on the machine falls on
 alike (medians, with the spread):
 
 - first sound of `voicecoach play ROUTINE --no-log` after launch, with an empty phrase
-  cache (a fresh folder each run: the model load included) and with a warm one, recorded
+  cache (a fresh folder each run: the model load included) and with a warm one (made by
+  a play, for its greeting lines, and an export), with `--baseline DIR` also for another
+  version run alike, recorded
   from the monitor of a PulseAudio null sink that this script starts (tests/pulse.py);
   the session's own lead-in (0.25 s of silence before its first word) is part of it;
 - (piper) a cold `voicecoach export ROUTINE -o x.wav` against the peer a power user would
@@ -122,6 +124,9 @@ def main() -> None:
     parser.add_argument("--routine", default="mid-back-knot")
     parser.add_argument("--engines", nargs="+", default=["espeak", "piper"], choices=["espeak", "piper"])
     parser.add_argument("--no-export", action="store_true", help="skip the cold piper export")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of another version (e.g. `git archive main | tar -x -C DIR`): "
+                             "its first sounds measured interleaved with this one's")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from tests.pulse import PulseServer
@@ -129,30 +134,39 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="vc-bench-first-"))
     base = {k: v for k, v in os.environ.items() if k not in ("VOICECOACH_ENGINE", "PYTHONDONTWRITEBYTECODE")}
     base["VOICECOACH_DATA_DIR"] = str(work / "data")
-    results: dict[tuple[str, str], list[float]] = {}
+    results: dict[tuple[str, str, str], list[float]] = {}
     rows: list[str] = []
     try:
         with PulseServer(sink_name="bench_first") as server:
-            warm = {e: work / f"warm-{e}" for e in args.engines}
-            for engine in args.engines:  # fill the warm caches (and compile bytecode)
-                env = {**base, "VOICECOACH_CACHE_DIR": str(warm[engine])}
+            versions = {"this": base}
+            if args.baseline:  # another checkout of voicecoach, run with this environment
+                versions["baseline"] = {**base, "PYTHONPATH": str(args.baseline.resolve())}
+            warm = {(v, e): work / f"warm-{v}-{e}" for v in versions for e in args.engines}
+            for (version, engine), folder in warm.items():  # fill the warm caches (and bytecode)
+                env = {**versions[version], "VOICECOACH_CACHE_DIR": str(folder)}
+                play = [*VOICECOACH, "play", args.routine, "--no-log", "--engine", engine]
+                first_sound(server, play, env)  # the play's own greeting lines
                 run_measured([*VOICECOACH, "export", args.routine, "--engine", engine,
                               "-o", str(work / "warmup.wav")], env)
+                first_sound(server, play, env)
             for run in range(args.runs):
                 for engine in args.engines:
                     for state in ("cold", "warm"):
-                        cache = warm[engine] if state == "warm" else work / f"cold-{engine}-{run}"
-                        env = {**base, "VOICECOACH_CACHE_DIR": str(cache)}
-                        cmd = [*VOICECOACH, "play", args.routine, "--no-log", "--engine", engine]
-                        seconds = first_sound(server, cmd, env)
-                        results.setdefault((engine, state), []).append(seconds)
-                        print(f"  run {run + 1}: {engine} {state}: {seconds:.3f} s", file=sys.stderr)
-                        if state == "cold":
-                            shutil.rmtree(cache, ignore_errors=True)
-        for (engine, state), values in results.items():
+                        for version, venv in versions.items():
+                            cache = warm[(version, engine)] if state == "warm" \
+                                else work / f"cold-{version}-{engine}-{run}"
+                            env = {**venv, "VOICECOACH_CACHE_DIR": str(cache)}
+                            cmd = [*VOICECOACH, "play", args.routine, "--no-log", "--engine", engine]
+                            seconds = first_sound(server, cmd, env)
+                            results.setdefault((version, engine, state), []).append(seconds)
+                            print(f"  run {run + 1}: {version} {engine} {state}: {seconds:.3f} s",
+                                  file=sys.stderr)
+                            if state == "cold":
+                                shutil.rmtree(cache, ignore_errors=True)
+        for (version, engine, state), values in results.items():
             target = TARGETS[(engine, state)]
             ok = "ok" if statistics.median(values) <= target else "MISSED"
-            rows.append(f"first sound of play, {engine}, {state} cache: {summary(values)}  "
+            rows.append(f"first sound of play, {version}, {engine}, {state} cache: {summary(values)}  "
                         f"target <= {target:g} s: {ok}")
         if "piper" in args.engines and not args.no_export:
             rows.extend(export_against_peer(args, base, work))

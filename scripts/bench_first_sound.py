@@ -68,7 +68,8 @@ soundfile.write(out, buffer, rate)
 def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one child process."""
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=tempfile.gettempdir())
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -84,8 +85,9 @@ def first_sound(server: object, cmd: list[str], env: dict[str, str]) -> float:
     """Seconds from launching `cmd` to its first sound in the sink's monitor."""
     rec = server.record()  # type: ignore[attr-defined]
     launched = time.monotonic()
+    # Run from elsewhere: from the checkout, `python -m` would import it whatever PYTHONPATH says.
     proc = subprocess.Popen(cmd, env={**env, **server.env}, stdin=subprocess.DEVNULL,  # type: ignore[attr-defined]
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
     offset, heard = 0, False
     try:
         while time.monotonic() < launched + TIMEOUT_S and proc.poll() is None:

@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["espeak", "piper"], choices=["espeak", "piper"])
     parser.add_argument("--rates", nargs="+", type=int, default=[140, 160, 180])
     parser.add_argument("--keep", type=Path, help="write the pronunciation list's audio here")
+    parser.add_argument("--limit", type=int, help="only the first N lines (a quick look)")
     args = parser.parse_args()
     from pocketsphinx import Decoder
     from scipy.signal import resample_poly
@@ -99,7 +100,7 @@ def main() -> None:
     from voicecoach.spec import VoiceSettings
 
     decoder = Decoder(samprate=16000, logfn="/dev/null")
-    texts = lines()
+    texts = lines()[: args.limit]
     folder = Path(tempfile.mkdtemp(prefix="vc-clarity-"))
 
     def heard(samples: np.ndarray) -> str:
@@ -110,7 +111,7 @@ def main() -> None:
         decoder.process_raw(data, full_utt=True)
         decoder.end_utt()
         hyp = decoder.hyp()
-        return hyp.hypstring if hyp is not None else ""
+        return hyp.hypstr if hyp is not None else ""
 
     results = []
     for engine in args.engines:

@@ -63,10 +63,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "        __import__('shutil').copyfile(temp_path, real)\n        os.unlink(temp_path)",
            ("tests/test_export.py", "-k", "renamed or atomic or overwrite or failure"),
            "the finished file is copied over the target, then unlinked: not atomic"),
-    Mutant("loudness-18.5", "voicecoach/loudness.py",
-           "TARGET_LUFS_MONO = -19.0", "TARGET_LUFS_MONO = -18.5",
+    Mutant("loudness-0.5", "voicecoach/loudness.py",
+           "SESSION_GAIN_DB = 0.2", "SESSION_GAIN_DB = 0.7",
            ("tests/test_render.py", "-k", "loudness"),
-           "the loudness target moved by half a LU"),
+           "the session's gain moved by half a LU"),
     # --- the history ---
     Mutant("history-two-snapshots", "voicecoach/history.py",
            "version, application_id, tables = db.execute(_IDENTITY).fetchone()",
@@ -147,10 +147,10 @@ MUTANTS: tuple[Mutant, ...] = (
            "the tone ending a hold (and what follows) comes 0.1 s late"),
     # --- rendering and export ---
     Mutant("no-peak-ceiling", "voicecoach/render.py",
-           "                gain = min(gain, 10 ** (PEAK_CEILING_DBFS / 20) / peak)",
-           "                pass",
+           "        scale = 1.0 if peak <= room else max(0.0, room) / peak",
+           "        scale = 1.0",
            ("tests/test_render.py",),
-           "the -1 dBFS peak ceiling is not applied"),
+           "the -1 dBFS peak ceiling is not applied where sounds overlap"),
     # --- music under the voice ---
     Mutant("duck-shallow", "voicecoach/music.py",
            "DUCK_DEPTH_DB = 18.0", "DUCK_DEPTH_DB = 12.0",

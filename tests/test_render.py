@@ -22,11 +22,14 @@ from voicecoach.schedule import Timeline
 SR = SAMPLE_RATE
 MONO_LUFS = -19.0
 """The level the README promises: -19 LUFS mono, the same in two channels measuring -16."""
-LOSSLESS_LU = 0.01
-"""How close to the target a WAV or FLAC export measures: 16-bit rounding moves it by
-about 0.0003 LU (measured); the gain itself is worked out to 1e-5 LU."""
-LOSSY_LU = 0.05
-"""MP3 and OGG Vorbis: their encoders move it by up to 0.02 LU (measured)."""
+LOSSLESS_LU = 0.2
+"""How close to the target a WAV or FLAC export measures. The session's gain is a
+constant known before its first phrase is made (so play starts at once), and a session
+measures as its words fall: the bundled ones -19.02 to -19.38 LUFS before it
+(loudness.SESSION_GAIN_DB), so within 0.18 LU of the target after; 16-bit rounding moves
+it by about 0.0003 LU more."""
+LOSSY_LU = 0.22
+"""MP3 and OGG Vorbis: their encoders move it by up to 0.02 LU more (measured)."""
 SHORT_ROUTINE = str(Path(__file__).parent / "cases" / "short.yaml")
 MS = SR // 1000
 
@@ -101,16 +104,38 @@ def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  
     assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
 
 
-def test_the_peak_ceiling_wins_over_the_loudness_target(tmp_path: Path) -> None:
-    """A session of tones with a word or two: brought to -19 LUFS its peaks would pass
-    -1 dBFS, so the one gain stops at the ceiling, and the session comes out quieter."""
+def test_a_session_of_tones_stays_under_the_voice_and_the_ceiling(tmp_path: Path) -> None:
+    """A session of tones with a word or two: tones are levelled 2 LU under the voice when
+    they are made, and the session's one gain is fixed, so it comes out quieter than a
+    spoken session and its peaks under the ceiling."""
     routine = tmp_path / "tones.yaml"
     routine.write_text("title: Tones\nsteps:\n  - name: A\n    announce: false\n    hold: 30\n"
                        "    during:\n      - countdown: 10\n    sets: 3\n    rest: 5\n")
     samples, _ = soundfile.read(export(tmp_path, "short.wav", str(routine)), dtype="float32")
-    peak_db = 20 * np.log10(np.max(np.abs(samples)))
-    assert -1.01 < peak_db <= -1.0  # at the ceiling (to the 16-bit step below it)
-    assert pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64)) < MONO_LUFS - 0.05
+    assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
+    assert pyloudnorm.Meter(SR).integrated_loudness(samples.astype(np.float64)) < MONO_LUFS - 0.5
+
+
+def test_sounds_that_overlap_are_held_under_the_ceiling() -> None:
+    """Where sounds overlap (a timeline adapted to a tight option can lay one over the
+    next), the later one is turned down so their peaks together stay under -1 dBFS; the
+    first is played as it is (it may be heard already when the second is laid)."""
+    from voicecoach.pipeline import phrase_cache
+    from voicecoach.render import Rendering, ToneBank
+    from voicecoach.schedule import Event, Timeline
+
+    tones_ = ToneBank()
+    n = tones_.length("hold_start")
+    peak = float(np.max(np.abs(tones_["hold_start"])))
+    together = int(10 ** (-1 / 20) / peak) + 2  # enough at once to pass -1 dBFS at any gain >= 1
+    events = (*[Event("tone", 1000, 1000 + n, "hold_start", "A")] * together,
+              Event("tone", 3 * n, 4 * n, "hold_start", "A"))
+    rendering = Rendering(Timeline("t", "T", "v", 5 * n, events, ()), phrase_cache(), tones_)
+    out = np.concatenate(list(rendering.chunks()))
+    alone = out[3 * n: 4 * n]  # the last, overlapping nothing: at its own level
+    assert np.array_equal(alone, tones_["hold_start"] * np.float32(rendering.gain))
+    # those that start together add up to the ceiling, no further
+    assert 20 * np.log10(np.max(np.abs(out[1000: 1000 + n]))) == pytest.approx(-1.0, abs=0.01)
 
 
 def test_loudness_stereo_and_formats_decode_back(tmp_path: Path) -> None:
@@ -211,8 +236,9 @@ def test_second_export_synthesizes_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("options", [Options(), Options(reps=3, hold_s=13, level="high")])
 def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: Options) -> None:
-    """The gain is worked out from each sound's cached energies, with no pass over the
-    audio; it must agree with pyloudnorm run over the rendered (unlevelled) mix.
+    """A session's loudness is measured from each sound's cached energies, with no pass
+    over the audio (what the bench reports); it must agree with pyloudnorm run over the
+    rendered (unlevelled) mix.
 
     Block by block the two agree to about 1e-3 LU (a bin that straddles two steps is
     split as if its energy were even). A 400 ms block that close to the relative gate can
@@ -229,8 +255,7 @@ def test_session_loudness_from_cached_bins_equals_a_meter_over_the_mix(options: 
         # other, which moves the result by about 0.002 LU: seen in 1 of 60 shifted
         # timelines, and with the exercise announcements upper-back-knot itself measures
         # 0.0015 LU apart with its nearest block 0.019 LU from the gate (the gate moves
-        # with the mean the bins approximate). Still a fifth of the 0.01 LU the exported
-        # loudness is held to.
+        # with the mean the bins approximate).
         assert gate_margin(mix) < 0.05 and abs(loudness - measured) < 0.005
     assert peak == pytest.approx(float(np.max(np.abs(mix))), rel=1e-6)
 

@@ -372,9 +372,11 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
     """
     from datetime import UTC, datetime
 
+    from . import SAMPLE_RATE
     from .backends import open_player
     from .history import Target, coaching
     from .load import load
+    from .pipeline import open_session
     from .play import Coach, run
 
     loaded = load(spec.routine) if isinstance(spec.routine, str) else spec.routine
@@ -387,11 +389,18 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
         greeting += ("A brief session today: you know the background by now.",)
         click.echo(f"Brief session: you have completed this routine {told.completed} times "
                    "(--full for the whole session).", err=True)
-    session = _open(replace(spec, routine=loaded, options=replace(
-        spec.options, brief=brief, greeting=greeting, farewell=told.farewell)))
-    _ = session.rendering.gain  # the same level as the export, decided before the first sound
+    # Streamed: the first phrase plays while the rest are made; what was adapted to the
+    # options is told once the whole timeline is laid (the run loop prints it).
+    session = open_session(replace(spec, routine=loaded, options=replace(
+        spec.options, brief=brief, greeting=greeting, farewell=told.farewell)), stream=True)
+    erase = "\r\x1b[K" if sys.stderr.isatty() else ""  # the status line, on a terminal
+
+    def waiting(sample: int) -> None:
+        click.echo(f"{erase}Waiting at {clock(sample / SAMPLE_RATE)}: the next phrases are "
+                   "still being made.", err=True)
+
     with open_player() as player:
-        coach = Coach(session, player)
+        coach = Coach(session, player, on_complete=tell_adapted, on_wait=waiting)
         started_at = datetime.now(UTC)
         try:
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())
@@ -409,13 +418,15 @@ def _log_session(coach: Coach, started_at: datetime, ended: str) -> None:
     from .history import SessionEntry, Target, record
 
     session = coach.session
+    whole = session.rendering.complete  # stopped while speech was still being made: no length yet
     warning = record(SessionEntry(
         routine_id=session.routine.id, routine_title=session.routine.title,
-        variation=session.timeline.variation, level=session.spec.options.level, started_at=started_at,
+        variation=str(session.spec.variation), level=session.spec.options.level,
+        started_at=started_at,
         played_s=coach.played_s, ended="completed" if ended == "completed" else "stopped",
         stopped_at_step=None if ended == "completed" else coach.step_title(),
-        planned_s=session.timeline.duration_s,
-        stopped_at_percent=None if ended == "completed" else coach.percent,
+        planned_s=session.timeline.duration_s if whole else None,
+        stopped_at_percent=None if ended == "completed" or not whole else coach.percent,
         target=Target.of(session.routine)))
     if warning:
         click.echo(f"Warning: {warning}", err=True)

@@ -5,6 +5,8 @@ The CLI and tests call this; every stage stays a plain function of plain data.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -27,12 +29,17 @@ if TYPE_CHECKING:
 @dataclass
 class Session:
     """A session ready to play or export: what was asked for, the routine it was made
-    from, its timeline, and its audio (rendered when its chunks are read)."""
+    from, and its audio (rendered when its chunks are read). Its timeline may still be
+    growing (`open_session(stream=True)`): `timeline` waits for the whole of it,
+    `rendering.timeline_now()` gives what is laid so far."""
 
     spec: SessionSpec
     routine: Routine
-    timeline: Timeline
     rendering: Rendering
+
+    @property
+    def timeline(self) -> Timeline:
+        return self.rendering.timeline
 
 
 def phrase_cache(voice: VoiceSettings | None = None) -> PhraseCache:
@@ -64,20 +71,26 @@ Progress = Callable[[int, str], AbstractContextManager[Callable[[int], None] | N
 
 
 def open_session(spec: SessionSpec, *, cache: PhraseCache | None = None,
-                 progress: Progress | None = None) -> Session:
+                 progress: Progress | None = None, stream: bool = False) -> Session:
     """The way in for a front end: the session a spec asks for (see `prepare`)."""
     return prepare(spec.routine, spec.variation, spec.options, spec.voice, cache, progress,
-                   spec.music)
+                   spec.music, stream=stream)
 
 
 def prepare(routine: Routine | str, variation: str | None = None,
             options: Options = DEFAULT_OPTIONS, voice: VoiceSettings | None = None,
             cache: PhraseCache | None = None, progress: Progress | None = None,
-            music: MusicSettings | None = None) -> Session:
+            music: MusicSettings | None = None, *, stream: bool = False) -> Session:
     """Everything up to the timeline; audio is rendered only when its chunks are read.
 
     `progress`, if given, shows the phrases synthesized for a cold cache (a long session
-    or the neural voice can take seconds). Music is checked before any speech is made."""
+    or the neural voice can take seconds). Music is checked before any speech is made.
+
+    With `stream`, this returns at once: phrases are made in session order in the
+    background (two at a time) and the timeline is laid as their lengths become known,
+    so the first chunk can be played while the rest is made (see render.Rendering). The
+    samples are the same as without. A session with music is laid whole first (its
+    ducking and level are worked out over the session), stream or not."""
     if isinstance(routine, str):
         routine = load(routine)
     voice = voice or VoiceSettings()
@@ -88,15 +101,20 @@ def prepare(routine: Routine | str, variation: str | None = None,
     texts = _spoken(script)
     cache.expect(texts)  # a cold cache's engine starts while the tones load
     tones = ToneBank(routine.sounds, _base_dir(routine))
-    _synthesize(cache, texts, progress)
-    timeline = schedule(script, cache.length, tones.length, adapt=not is_plain(options, voice))
     spec = SessionSpec(routine, script.variation, options, voice, music)
+    adapt = not is_plain(options, voice)
+    if stream and not tracks:
+        rendering = Rendering(None, cache, tones)
+        _lay_in_background(script, texts, cache, tones, rendering, adapt, progress)
+        return Session(spec, routine, rendering)
+    _synthesize(cache, texts, progress)
+    timeline = schedule(script, cache.length, tones.length, adapt=adapt)
     bus = None
     if tracks:
         from .music import MusicBus
 
         bus = MusicBus(tracks, timeline, music.level_lu)
-    return Session(spec, routine, timeline, Rendering(timeline, cache, tones, music=bus))
+    return Session(spec, routine, Rendering(timeline, cache, tones, music=bus))
 
 
 def _music_tracks(music: MusicSettings, routine: Routine) -> tuple[Track, ...]:
@@ -113,6 +131,31 @@ def _music_tracks(music: MusicSettings, routine: Routine) -> tuple[Track, ...]:
     path = Path(routine.music) if base is None else base / routine.music
     return find_tracks(path, shuffle=music.shuffle, seed=music.seed,
                        label=f"{routine.file}: music: ")
+
+
+def _lay_in_background(script: Script, texts: list[str], cache: PhraseCache, tones: ToneBank,
+                       rendering: Rendering, adapt: bool, progress: Progress | None) -> None:
+    """Two daemon threads: one makes the phrases in session order (prefetch, two at a
+    time), the other lays the timeline, taking each phrase's length as it is made (or
+    waiting for it) and handing what is laid to the rendering."""
+    def make() -> None:
+        with contextlib.suppress(BaseException):  # the layer meets the same error, and reports it
+            _synthesize(cache, texts, progress)
+
+    def lay() -> None:
+        try:
+            timeline = schedule(script, cache.length, tones.length, adapt=adapt,
+                                on_laid=rendering.extend)
+        except BaseException as e:  # noqa: BLE001 - handed to whoever reads the stream
+            rendering.fail(e)
+        else:
+            rendering.finish(timeline)
+
+    from .parallel import workers_deaf
+
+    with workers_deaf():  # a stop signal goes to the main thread, which is playing
+        threading.Thread(target=make, name="voicecoach-make", daemon=True).start()
+        threading.Thread(target=lay, name="voicecoach-lay", daemon=True).start()
 
 
 def is_plain(options: Options, voice: VoiceSettings) -> bool:

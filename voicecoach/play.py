@@ -13,29 +13,68 @@ import os
 import select
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from .backends import Player
 from .pipeline import Session
+from .schedule import Timeline
 
 KEYS_HELP = "space pause/resume · n next step · b restart step · q quit"
 
 
 class Coach:
-    """The control API: what the keys do, also what tests drive."""
+    """The control API: what the keys do, also what tests drive.
 
-    def __init__(self, session: Session, player: Player) -> None:
+    The session's timeline may still be growing while it plays (the phrases ahead are
+    being made): the status line and the keys read what is laid so far
+    (`Rendering.timeline_now`), and a step not laid yet cannot be skipped to. Once the
+    whole timeline is laid, `on_complete` is told what was adapted to the options."""
+
+    def __init__(self, session: Session, player: Player,
+                 on_complete: Callable[[tuple[str, ...]], None] | None = None,
+                 on_wait: Callable[[int], None] | None = None) -> None:
         self.session = session
         self.player = player
-        timeline = session.timeline
-        self.total = timeline.duration_samples
-        self._section_starts = [s.start for s in timeline.sections]
-        self._event_starts = [e.start for e in timeline.events]
+        self.on_complete = on_complete
+        self.on_wait = on_wait
+        self._told_wait: int | None = None
         self.quit = False
         self._started_at: float | None = None
         self._paused_at: float | None = None
         self._paused_s = 0.0
+        self._told_complete = False
+        self._laid: Timeline | None = None
+        self._section_starts: list[int] = []
+        self._event_starts: list[int] = []
+
+    def _timeline(self) -> Timeline:
+        """What is laid so far; its section and event starts worked out once per change."""
+        laid = self.session.rendering.timeline_now()
+        if laid is not self._laid:
+            self._laid = laid
+            self._section_starts = [s.start for s in laid.sections]
+            self._event_starts = [e.start for e in laid.events]
+        return laid
+
+    @property
+    def total(self) -> int:
+        return self._timeline().duration_samples
+
+    def poll(self) -> None:
+        """Called by the run loop: tell `on_wait` once playback has reached a place where
+        the stream waits for speech still being made (it is silent there, between two
+        phrases); tell what was adapted once the timeline is whole."""
+        waiting = self.session.rendering.waiting_at
+        if waiting is not None and waiting != self._told_wait and not self.player.paused \
+                and self.player.position_samples >= waiting:
+            self._told_wait = waiting
+            if self.on_wait is not None:
+                self.on_wait(waiting)
+        if not self._told_complete and self.session.rendering.complete:
+            self._told_complete = True
+            if self.on_complete is not None:
+                self.on_complete(self.session.timeline.notices)
 
     def start(self) -> None:
         self._started_at = time.monotonic()
@@ -51,7 +90,8 @@ class Coach:
         return max(0.0, now - self._started_at - paused)
 
     def step_title(self) -> str:
-        return self.session.timeline.sections[self.section_index()].title
+        sections = self._timeline().sections
+        return sections[self.section_index()].title if sections else ""
 
     @property
     def position(self) -> int:
@@ -76,20 +116,24 @@ class Coach:
         self.player.replace(self.session.rendering.chunks(sample), sample)
 
     def section_index(self) -> int:
+        self._timeline()
         return max(0, bisect.bisect_right(self._section_starts, self.position) - 1)
 
     def next_step(self) -> None:
         index = self.section_index() + 1
         if index < len(self._section_starts):
             self.jump(self._section_starts[index])
-        else:
+        elif self.session.rendering.complete:
             self.quit = True
 
     def restart_step(self) -> None:
-        self.jump(self._section_starts[self.section_index()])
+        if self._timeline().sections:
+            self.jump(self._section_starts[self.section_index()])
 
     def status(self) -> str:
-        timeline = self.session.timeline
+        timeline = self._timeline()
+        if not timeline.sections:
+            return "paused" if self.player.paused else ""
         sr = timeline.sample_rate
         pos = self.position
         section = timeline.sections[self.section_index()]
@@ -100,7 +144,9 @@ class Coach:
             left = f"{timed.kind} {_whole_seconds(timed.end - pos, sr)} s left"
         else:
             left = f"{_whole_seconds(max(0, section.end - pos), sr)} s left in step"
-        parts = [section.title, label, left, f"{self.percent:.0f}%"]
+        whole = self.session.rendering.complete
+        parts = [section.title, label, left,
+                 f"{self.percent:.0f}%" if whole else "speech still being made"]
         state = "paused · " if self.player.paused else ""
         return state + " · ".join(p for p in parts if p)
 
@@ -135,13 +181,15 @@ def run(coach: Coach, interactive: bool, out: TextIO = sys.stderr) -> str:
     coach.start()
     if not interactive:
         while not coach.player.wait(0.2):
-            pass
+            coach.poll()
+        coach.poll()
         return "completed"
     fd = sys.stdin.fileno()
     out.write(KEYS_HELP + "\n")
     with _cbreak(sys.stdin):
         try:
             while not coach.quit:
+                coach.poll()
                 if coach.player.wait(0.0) and not coach.player.paused:
                     break
                 ready, _, _ = select.select([fd], [], [], 0.1)

@@ -1,34 +1,52 @@
 """Render a timeline to one stream of PCM chunks: speech and tones mixed, levelled.
 
 Memory stays flat however long the session: chunks are mixed one at a time from the
-phrase cache (memory-mapped) and the tone bank. One gain brings the session to the
-spoken-word target with peaks at or below -1 dBFS. It is measured (BS.1770, see
-loudness.py) without a pass over the audio: K-weighting is linear, so the session's
-K-weighted energy in each 100 ms step is the sum of its sounds' own, from their energies
-in 5-sample bins (loudness.sound_summary), cached with each phrase and laid at their
-starts. Play and export both read `Rendering.chunks`, so what is
-heard and what is written are the same samples.
+phrase cache (memory-mapped) and the tone bank. Every phrase and tone was levelled when
+it was made (speech.py, tones.py), so the session's one gain is a constant known before
+the first sample, and a chunk can be mixed as soon as the sounds in it are laid: play
+starts at the first phrase while the rest are still being made. The constant brings the
+bundled sessions to the spoken-word target within a few tenths of an LU (the gated
+loudness of a session depends on where its words fall, which is not known until every
+phrase is made; see loudness.SESSION_GAIN_DB). Peaks stay at or below -1 dBFS: a sound
+that overlaps others is turned down where their peaks together would pass it.
+`loudness_and_peak` measures a session (BS.1770, see loudness.py) without a pass over
+the audio, from its sounds' energies in 5-sample bins (loudness.sound_summary). Play and
+export both read `Rendering.chunks`, so what is heard and what is written are the same
+samples.
+
+Music (music.py) goes under a whole timeline, never a growing one: its level and ducking
+are worked out over the session, so a session with music is laid before it plays, and its
+gain is worked out from the whole mix (the target, or the ceiling where that is lower),
+as every session's was before the stream.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
-from collections.abc import Iterator
-from itertools import accumulate
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .loudness import PEAK_CEILING_DBFS, TARGET_LUFS_MONO, BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
-from .schedule import Timeline
+from . import SAMPLE_RATE
+from .loudness import PEAK_CEILING_DBFS, SESSION_GAIN_DB, TARGET_LUFS_MONO, BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
+from .schedule import Event, Section, Span, Timeline
 from .speech import PhraseCache
 
 if TYPE_CHECKING:
     from .music import MusicBus
 
 CHUNK_SAMPLES = 22050
+AHEAD_S = 3.0
+"""Start, and after waiting for speech play on, once this much is laid: a device that
+takes a second or two at once (a Bluetooth headset) has it, and nothing stutters. Warm,
+that is a few phrases read; cold, the second phrase is made beside the first (two at a
+time) anyway."""
+SESSION_GAIN = 10 ** (SESSION_GAIN_DB / 20)
+PEAK_CEILING = 10 ** (PEAK_CEILING_DBFS / 20)
 
 
 class ToneBank:
@@ -91,61 +109,177 @@ def _lay(sums: np.ndarray, starts: np.ndarray, bin_size: int, step_energies: np.
 
 
 class Rendering:
-    """A timeline's audio, produced on demand in chunks from any sample position."""
+    """A timeline's audio, produced on demand in chunks from any sample position.
 
-    def __init__(self, timeline: Timeline, speech: PhraseCache, tones: ToneBank,
-                 chunk_samples: int = CHUNK_SAMPLES, music: MusicBus | None = None) -> None:
-        self.timeline = timeline
+    The timeline may still be growing (pipeline.open_session with `stream`): sounds are
+    added as they are laid (`extend`, in the order of the finished timeline's events), and
+    a chunk is mixed once every sound that reaches into it is known. Play and export mix
+    the same sounds in the same order with the same gain whether the timeline was whole
+    from the start or grew while playing, so they are the same samples.
+    """
+
+    def __init__(self, timeline: Timeline | None, speech: PhraseCache, tones: ToneBank,
+                 chunk_samples: int = CHUNK_SAMPLES, sample_rate: int = SAMPLE_RATE,
+                 music: MusicBus | None = None) -> None:
+        if music is not None and timeline is None:
+            raise ValueError("music goes under a whole timeline, not a growing one")
         self.music = music
         """Music under the voice (music.py): mixed in, and counted in the one gain."""
         self.speech = speech
         self.tones = tones
         self.chunk_samples = chunk_samples
-        self.total_samples = timeline.duration_samples
-        events = timeline.events
-        self._starts = [e.start for e in events]
-        self._max_ends = list(accumulate((e.end for e in events), max))
-        self._gain: float | None = None
+        self.sample_rate = sample_rate
+        self.gain = SESSION_GAIN
+        """Known before the first sample: every phrase and tone was levelled when made."""
+        self.on_wait: Callable[[int], None] | None = None
+        """Told of the sample at which the stream waits for speech still being made."""
+        self.waiting_at: int | None = None
+        """That sample, while the stream waits there: a player ahead of its device hears
+        silence there only once it has played what was handed before."""
+        self._events: list[Event] = []
+        self._starts: list[int] = []
+        self._max_ends: list[int] = []
+        self._scales: list[float] = []
+        self._cluster_end = -1
+        self._cluster_peak = 0.0
+        self._frontier = 0
+        self._timeline: Timeline | None = None
+        self._chapters: list[tuple[str, int]] = []
+        self._spans: list[Span] = []
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
         self._phrase = functools.lru_cache(maxsize=64)(speech.get)
+        if timeline is not None:
+            self.extend(list(timeline.events), timeline.duration_samples)
+            self.finish(timeline)
+        if music is not None:
+            self.gain = self._gain_with_music()
+
+    def _gain_with_music(self) -> float:
+        """The one gain for voice, tones and music together: the loudness target, or
+        the ceiling over the peaks where that is lower (sounds are not turned down one by
+        one under music: the gain keeps every overlap under the ceiling)."""
+        loudness, peak = self.loudness_and_peak()
+        gain = 1.0 if not np.isfinite(loudness) else 10 ** ((TARGET_LUFS_MONO - loudness) / 20)
+        if peak > 0:
+            gain = min(gain, PEAK_CEILING / peak)
+        return float(gain)
+
+    # -- the timeline, as it grows
+
+    def extend(self, events: list[Event], frontier: int,
+               chapters: list[tuple[str, int]] | None = None, spans: list[Span] | None = None) -> None:
+        """Add the sounds laid since the last call (sorted, none before them); every
+        sample before `frontier` is now final. `chapters` and `spans` are the schedule's
+        own lists so far (read for `timeline_now`)."""
+        if chapters is not None:
+            self._chapters = chapters
+        if spans is not None:
+            self._spans = spans
+        scales = [self._scale(e) for e in events]
+        with self._changed:
+            for event, scale in zip(events, scales, strict=True):
+                self._events.append(event)
+                self._starts.append(event.start)
+                self._max_ends.append(max(event.end, self._max_ends[-1] if self._max_ends else event.end))
+                self._scales.append(scale)
+            self._frontier = max(self._frontier, frontier)
+            self._changed.notify_all()
+
+    def finish(self, timeline: Timeline) -> None:
+        """The whole timeline is laid: the session's length is known."""
+        with self._changed:
+            self._timeline = timeline
+            self._frontier = timeline.duration_samples
+            self._changed.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """Laying the timeline failed: whoever waits for it gets the error."""
+        with self._changed:
+            self._error = error
+            self._changed.notify_all()
+
+    def _scale(self, event: Event) -> float:
+        """1, unless this sound overlaps sounds before it and their peaks together would
+        pass the ceiling at the session's gain: then it is turned down so they do not.
+        Only ever a later sound: what is before it may have been played already. Under
+        music, 1: the gain is worked out over the whole mix instead."""
+        if self.music is not None:
+            return 1.0
+        peak = self._summary_of(event)[0] * self.gain
+        if event.start >= self._cluster_end:
+            self._cluster_peak = 0.0
+        room = PEAK_CEILING - self._cluster_peak
+        scale = 1.0 if peak <= room else max(0.0, room) / peak
+        self._cluster_peak += scale * peak
+        self._cluster_end = max(self._cluster_end, event.end)
+        return float(scale)
+
+    @property
+    def complete(self) -> bool:
+        return self._timeline is not None
+
+    @property
+    def timeline(self) -> Timeline:
+        """The whole timeline, waiting for it to be laid if it is still growing."""
+        with self._changed:
+            while self._timeline is None:
+                if self._error is not None:
+                    raise self._error
+                self._changed.wait()
+            return self._timeline
+
+    def timeline_now(self) -> Timeline:
+        """The whole timeline if it is laid, else what is laid so far (its duration the
+        samples known to be final): play's status line reads this."""
+        with self._changed:
+            if self._timeline is not None:
+                return self._timeline
+            events, frontier = tuple(self._events), self._frontier
+            chapters, spans = list(self._chapters), list(self._spans)
+        starts = [0] + [start for _, start in chapters[1:]] if chapters else []  # the first from 0
+        ends = starts[1:] + [max(frontier, starts[-1])] if chapters else []
+        sections = tuple(Section(title, a, b) for (title, _), a, b in zip(chapters, starts, ends, strict=True))
+        return Timeline("", "", "", frontier, events, sections, self.sample_rate,
+                        spans=tuple(sorted(spans, key=lambda s: (s.start, -s.end))))
+
+    @property
+    def total_samples(self) -> int:
+        return self.timeline.duration_samples
+
+    # -- audio
 
     def _samples(self, index: int) -> np.ndarray:
-        event = self.timeline.events[index]
+        event = self._events[index]
         return self._phrase(event.value) if event.kind == "speech" else self.tones[event.value]
 
     def mix(self, start: int, end: int) -> np.ndarray:
-        """The unlevelled mix of samples [start, end)."""
+        """The unlevelled mix of samples [start, end), from the sounds laid so far."""
         out = np.zeros(end - start, np.float32)
         first = bisect.bisect_right(self._max_ends, start)
         last = bisect.bisect_left(self._starts, end)
         for i in range(first, last):
-            event = self.timeline.events[i]
+            event = self._events[i]
             if event.end <= start:
                 continue
             samples = self._samples(i)
             a = max(event.start, start)
             b = min(event.end, end, event.start + samples.shape[0])
             if b > a:
-                out[a - start: b - start] += samples[a - event.start: b - event.start]
+                piece = samples[a - event.start: b - event.start]
+                scale = self._scales[i]
+                out[a - start: b - start] += piece if scale == 1.0 else piece * np.float32(scale)
         if self.music is not None:
             out += self.music.samples(start, end)
         return out
 
-    @property
-    def gain(self) -> float:
-        """The one gain that levels the session, worked out once from its sounds' bins."""
-        if self._gain is None:
-            loudness, peak = self.loudness_and_peak()
-            gain = 1.0 if not np.isfinite(loudness) else 10 ** ((TARGET_LUFS_MONO - loudness) / 20)
-            if peak > 0:
-                gain = min(gain, 10 ** (PEAK_CEILING_DBFS / 20) / peak)
-            self._gain = float(gain)
-        return self._gain
-
     def _summary(self, index: int) -> np.ndarray:
-        event = self.timeline.events[index]
+        return self._summary_of(self._events[index])
+
+    def _summary_of(self, event: Event) -> np.ndarray:
         if event.kind == "speech":
             return self.speech.summary(event.value)
-        return self.tones.summary(event.value, self.timeline.sample_rate)
+        return self.tones.summary(event.value, self.sample_rate)
 
     def loudness_and_peak(self) -> tuple[float, float]:
         """The unlevelled mix's integrated loudness (LUFS) and a bound on its peak.
@@ -205,10 +339,54 @@ class Rendering:
         return peak
 
     def chunks(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
-        """Levelled float32 mono chunks from `start` to `end` (the end of the session)."""
-        end = self.total_samples if end is None else min(end, self.total_samples)
+        """Levelled float32 mono chunks from `start` to `end` (the end of the session).
+
+        While the timeline grows, a chunk is mixed once it is final. If the stream
+        catches up with what is laid, it hands on what is final and then waits there:
+        that point is always between sounds (every sound laid ends before it), so a
+        player falls silent between phrases, never mid-word. It goes on once AHEAD_S
+        more are laid (or the rest), and `on_wait` is told. The first chunk, too, waits
+        for AHEAD_S."""
         gain = np.float32(self.gain)
-        for a in range(start, end, self.chunk_samples):
-            chunk = self.mix(a, min(a + self.chunk_samples, end))
-            chunk *= gain
-            yield chunk
+        a = start
+        first = True
+        while True:
+            b = self._final_until(a, end, first)
+            if b is None:
+                return
+            first = False
+            while a < b:
+                c = min(a + self.chunk_samples, b)
+                chunk = self.mix(a, c)
+                chunk *= gain
+                yield chunk
+                a = c
+
+    def _final_until(self, a: int, end: int | None, first: bool) -> int | None:
+        """Wait until samples from `a` on are final, and say up to where; None at the end."""
+        stalled = False
+        with self._changed:
+            try:
+                while True:
+                    if self._error is not None:
+                        raise self._error
+                    stop = end
+                    if self._timeline is not None:
+                        total = self._timeline.duration_samples
+                        stop = total if end is None else min(end, total)
+                    if stop is not None and a >= stop:
+                        return None
+                    if self._timeline is not None:
+                        return stop
+                    ahead = round(AHEAD_S * self.sample_rate) if stalled or first else self.chunk_samples
+                    need = a + ahead if end is None else min(a + ahead, end)
+                    if self._frontier >= need or (self._frontier > a and not first and not stalled):
+                        return self._frontier if end is None else min(self._frontier, end)
+                    if not first and not stalled:
+                        stalled = True
+                        self.waiting_at = a
+                        if self.on_wait is not None:
+                            self.on_wait(a)
+                    self._changed.wait()
+            finally:
+                self.waiting_at = None

@@ -107,14 +107,26 @@ def _samples(seconds: float, sample_rate: int) -> int:
     return round(seconds * sample_rate)
 
 
+Laid = Callable[[list[Event], int, list[tuple[str, int]], list["Span"]], None]
+"""Told, cue by cue, of the events laid since it was last told and the clock: every
+sound that starts before the clock is known (the list, sorted, continues the last), and
+nothing laid later starts before it, so the samples before the clock are final (render.py
+streams them). Also the chapters (title, start) and spans so far: lists this keeps
+adding to."""
+
+
 def schedule(script: Script, speech_length: Callable[[str], int],
              tone_length: Callable[[str], int], sample_rate: int = SAMPLE_RATE,
-             *, adapt: bool = False) -> Timeline:
+             *, adapt: bool = False, on_laid: Laid | None = None) -> Timeline:
     """Lay the script out in time. `speech_length` and `tone_length` give lengths in samples.
 
     What does not fit its window is an error naming the routine's line, unless `adapt`:
     then (the person's options made it not fit) an announcement in a hold or rest is left
-    out and a tempo phase is lengthened to fit its words, and `Timeline.notices` says so."""
+    out and a tempo phase is lengthened to fit its words, and `Timeline.notices` says so.
+
+    A cue's place depends only on the cues before it, so with `on_laid` the timeline is
+    handed on as it grows: speech lengths can be asked for (and made) in session order
+    while what is laid already plays."""
     clock = _samples(LEAD_IN_S, sample_rate)
     events: list[Event] = []
     sections: list[tuple[str, int]] = []
@@ -130,6 +142,7 @@ def schedule(script: Script, speech_length: Callable[[str], int],
 
     spans: list[Span] = []
     open_spans: list[tuple[Begin, int]] = []
+    told = told_clock = 0  # events[:told] handed to on_laid; the rest start at the clock or later
     for cue in script.cues:
         if isinstance(cue, Chapter):
             sections.append((cue.title, clock))
@@ -154,6 +167,13 @@ def schedule(script: Script, speech_length: Callable[[str], int],
             events.extend(placed)
             problems.extend(errors)
             clock += length
+        if on_laid is not None and (len(events) > told or clock > told_clock):
+            told_clock = clock
+            fresh = sorted(events[told:], key=lambda e: (e.start, e.end))
+            ready = [e for e in fresh if e.start < clock]
+            events[told:] = ready + [e for e in fresh if e.start >= clock]
+            told += len(ready)
+            on_laid(ready, clock, sections, spans)
     if problems:  # a default announcement that fails does so in every hold: say it once
         raise RoutineError(list(dict.fromkeys(problems)))
     duration = clock - (pause_tone if events and events[-1].kind == "tone" else pause_speech)

@@ -37,7 +37,10 @@ PEAK_CEILING = 10 ** (SPEECH_PEAK_DBFS / 20)
 """Phrase peaks stay below SPEECH_PEAK_DBFS, leaving room for the session's final level."""
 LIMIT_WINDOW_S = 0.005
 EDGE_S = 0.01
-PROCESSING_VERSION = "5"
+CONTEXT_SAMPLES = 3 * step_samples(SAMPLE_RATE)
+"""Silence either side of a phrase when it is measured, as in a session: the 400 ms blocks
+that straddle its edges count, as they do in the session's own measurement."""
+PROCESSING_VERSION = "6"
 """Part of every cache key: bump it when trimming or levelling changes."""
 DEFAULT_RATE_WPM = 160
 NO_ESPEAK = "no text-to-speech engine: install espeak-ng (on Debian: apt-get install espeak-ng)"
@@ -77,7 +80,9 @@ def _level(samples: np.ndarray) -> np.ndarray:
     edge = int(EDGE_S * SAMPLE_RATE)
     samples = samples[max(0, loud[0] - edge): loud[-1] + edge]
     step = step_samples(SAMPLE_RATE)
-    loudness = gated_loudness(steps_from_bins(bin_energies(samples, SAMPLE_RATE)), step)
+    context = np.zeros(samples.shape[0] + 2 * CONTEXT_SAMPLES, np.float32)
+    context[CONTEXT_SAMPLES: CONTEXT_SAMPLES + samples.shape[0]] = samples
+    loudness = gated_loudness(steps_from_bins(bin_energies(context, SAMPLE_RATE)), step)
     if np.isfinite(loudness):
         window = int(LIMIT_WINDOW_S * SAMPLE_RATE)
         levelled = samples * np.float32(10 ** ((SPEECH_LUFS - loudness) / 20))
@@ -361,6 +366,7 @@ class PhraseCache:
         self._unstored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         """Phrases made here that could not be stored, kept in memory instead."""
         self._count_lock = threading.Lock()
+        self._making: dict[str, Future[tuple[np.ndarray, np.ndarray]]] = {}
 
     def _name(self, text: str) -> str:
         return hashlib.sha256(f"{self.synthesizer.key}\n{text}".encode()).hexdigest()
@@ -396,6 +402,28 @@ class PhraseCache:
         found = self._read(path)
         if found is not None:
             return found
+        # One thread makes a phrase; another that needs it meanwhile (the scheduler, while
+        # prefetch threads work ahead of it) waits for that one.
+        with self._count_lock:
+            making = self._making.get(text)
+            if making is None:
+                mine: Future[tuple[np.ndarray, np.ndarray]] = Future()
+                self._making[text] = mine
+        if making is not None:
+            return making.result()
+        try:
+            made = self._read(path) or self._make(text, path)
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        else:
+            mine.set_result(made)
+            return made
+        finally:
+            with self._count_lock:
+                del self._making[text]
+
+    def _make(self, text: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         damaged = os.path.lexists(path)
         samples = np.ascontiguousarray(self.synthesizer.synthesize(text), dtype=np.float32)
         summary = sound_summary(samples, SAMPLE_RATE)

@@ -15,9 +15,9 @@ export both read `Rendering.chunks`, so what is heard and what is written are th
 samples.
 
 Music (music.py) goes under a whole timeline, never a growing one: its level and ducking
-are worked out over the session, so a session with music is laid before it plays, and its
-gain is worked out from the whole mix (the target, or the ceiling where that is lower),
-as every session's was before the stream.
+are worked out over the session, so a session with music is laid before it plays. The
+voice keeps its constant gain under music, unless voice, tones and music together would
+pass the ceiling: then the whole mix is turned down to it.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import SAMPLE_RATE
-from .loudness import PEAK_CEILING_DBFS, SESSION_GAIN_DB, TARGET_LUFS_MONO, BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
+from .loudness import PEAK_CEILING_DBFS, SESSION_GAIN_DB, BINS_PER_STEP, bin_samples, gated_loudness, sound_summary, step_samples
 from .schedule import Event, Section, Span, Timeline
 from .speech import PhraseCache
 
@@ -129,8 +129,7 @@ class Rendering:
         self.tones = tones
         self.chunk_samples = chunk_samples
         self.sample_rate = sample_rate
-        self.gain = SESSION_GAIN
-        """Known before the first sample: every phrase and tone was levelled when made."""
+        self._gain: float | None = SESSION_GAIN if music is None else None
         self.on_wait: Callable[[int], None] | None = None
         """Told of the sample at which the stream waits for speech still being made."""
         self.waiting_at: int | None = None
@@ -152,18 +151,18 @@ class Rendering:
         if timeline is not None:
             self.extend(list(timeline.events), timeline.duration_samples)
             self.finish(timeline)
-        if music is not None:
-            self.gain = self._gain_with_music()
 
-    def _gain_with_music(self) -> float:
-        """The one gain for voice, tones and music together: the loudness target, or
-        the ceiling over the peaks where that is lower (sounds are not turned down one by
-        one under music: the gain keeps every overlap under the ceiling)."""
-        loudness, peak = self.loudness_and_peak()
-        gain = 1.0 if not np.isfinite(loudness) else 10 ** ((TARGET_LUFS_MONO - loudness) / 20)
-        if peak > 0:
-            gain = min(gain, PEAK_CEILING / peak)
-        return float(gain)
+    @property
+    def gain(self) -> float:
+        """The session's one gain, known before the first sample: every phrase and tone
+        was levelled when made. Under music (itself levelled to the voice) the same,
+        unless voice, tones and music together would pass the ceiling somewhere: then
+        the gain that keeps them under it (sounds are not turned down one by one under
+        music). Worked out once, on first use."""
+        if self._gain is None:
+            _, peak = self.loudness_and_peak()
+            self._gain = SESSION_GAIN if peak <= 0 else min(SESSION_GAIN, PEAK_CEILING / peak)
+        return self._gain
 
     # -- the timeline, as it grows
 

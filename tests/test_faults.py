@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.output import without_stage_lines
 from tests.pulse import PulseServer
 from voicecoach import SAMPLE_RATE
 from voicecoach.compile import Options
@@ -87,7 +88,7 @@ def wait_for_temp(folder: Path, process: subprocess.Popen[str], timeout: float =
 
 def one_line(stderr: str) -> str:
     assert "Traceback" not in stderr
-    lines = stderr.splitlines()
+    lines = without_stage_lines(stderr).splitlines()
     assert len(lines) == 1, stderr
     return lines[0]
 

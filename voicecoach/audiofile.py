@@ -200,7 +200,6 @@ def _encode(
     if isinstance(chunks, Seekable):
         chunks = chunks.read(0, total_samples)
     encoding = _ENCODINGS[format_name]
-    written_samples = 0
     try:
         sound_file = sf.SoundFile(
             os.fsencode(temp_path),  # as bytes: soundfile cannot encode a non-UTF-8 name
@@ -221,13 +220,7 @@ def _encode(
                 sound_file.title = title
             if artist:
                 sound_file.artist = artist
-        for chunk in chunks:
-            samples = np.asarray(chunk, dtype=np.float32)
-            if samples.ndim != 1:
-                raise ValueError(f"expected mono 1-D chunks, got shape {samples.shape}")
-            written_samples += len(samples)
-            if written_samples > total_samples:
-                raise ValueError(f"chunks run past total_samples={total_samples}")
+        for samples in _counted(chunks, total_samples):  # refused if too many or too few
             out: npt.NDArray[Any] = _to_pcm16(samples) if encoding.subtype == "PCM_16" else samples
             sound_file.write(out if channels == 1 else np.column_stack((out, out)))
             if progress is not None:
@@ -241,8 +234,6 @@ def _encode(
         except sf.LibsndfileError as error:
             if finished:  # else the first failure is the one worth reporting
                 raise _WriteFailed(_closing_reason(temp_path, error)) from error
-    if written_samples != total_samples:
-        raise ValueError(f"chunks held {written_samples} samples, expected {total_samples}")
 
 
 def _counted(chunks: Iterable[npt.NDArray[np.floating]],

@@ -671,8 +671,10 @@ def play_available(vc: str) -> bool:
     return any(line.split()[:1] == ["play"] for line in commands.splitlines())
 
 
-def _first_sound_once(server: Any, cmd: list[str], env: dict[str, str]) -> float:
-    """Launch `cmd`, wait for sound in the monitor, stop it: seconds from launch to sound."""
+def _first_sound_once(server: Any, cmd: list[str], env: dict[str, str],
+                     cwd: str | None = None) -> float:
+    """Launch `cmd` (in `cwd`), wait for sound in the monitor, stop it: seconds from launch
+    to sound."""
     import numpy as np
 
     rec = server.record()
@@ -684,6 +686,7 @@ def _first_sound_once(server: Any, cmd: list[str], env: dict[str, str]) -> float
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**env, **server.env},
+            cwd=cwd,
         )
         heard = False
         try:

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,12 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
-SILENCE = 10 ** (-60 / 20)
-TIMEOUT_S = 60.0
 TARGETS = {("espeak", "cold"): 0.5, ("piper", "cold"): 1.5, ("espeak", "warm"): 0.4, ("piper", "warm"): 0.4}
 
 PEER = r'''
@@ -82,38 +78,12 @@ def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def first_sound(server: object, cmd: list[str], env: dict[str, str]) -> float:
-    """Seconds from launching `cmd` to its first sound in the sink's monitor."""
-    rec = server.record()  # type: ignore[attr-defined]
-    launched = time.monotonic()
-    # Run from elsewhere: from the checkout, `python -m` would import it whatever PYTHONPATH says.
-    proc = subprocess.Popen(cmd, env={**env, **server.env}, stdin=subprocess.DEVNULL,  # type: ignore[attr-defined]
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
-    offset, heard = 0, False
-    try:
-        while time.monotonic() < launched + TIMEOUT_S and proc.poll() is None:
-            with rec.path.open("rb") as f:
-                f.seek(offset)
-                data = f.read()
-            data = data[: len(data) - len(data) % 4]
-            offset += len(data)
-            if data and np.any(np.abs(np.frombuffer(data, "<f4")) > SILENCE):
-                heard = True
-                break
-            time.sleep(0.005)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        samples = rec.stop()
-    loud = np.flatnonzero(np.abs(samples) > SILENCE)
-    if not heard or loud.size == 0:
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        raise SystemExit(f"{' '.join(cmd)} made no sound:\n{err[-2000:]}")
-    return float(rec.started_at + loud[0] / rec.rate - launched)
+    """Seconds from launching `cmd` to its first sound in the sink's monitor (bench.py's
+    measurement). Run from elsewhere: from the checkout, `python -m` would import it
+    whatever PYTHONPATH says."""
+    from bench import _first_sound_once
+
+    return _first_sound_once(server, cmd, env, cwd=tempfile.gettempdir())
 
 
 def summary(values: list[float], unit: str = "s") -> str:

@@ -121,6 +121,18 @@ def assert_located(error: VoicecoachError, text: str) -> None:
         assert 1 <= problem.line <= lines + 1 and problem.column >= 1, (problem, lines)
 
 
+def loaded_or_refused_in_place(text: str) -> Routine | None:
+    """The routine in `text`, or None where it is refused with every problem located."""
+    try:
+        routine = loads(text, "fuzz.yaml")
+    except VoicecoachError as e:
+        assert_located(e, text)
+        event("refused")
+        return None
+    event("accepted")
+    return routine
+
+
 def assert_compiles_in_order(routine: Routine, variation: str, script: Script) -> None:
     """Introduction, the routine's steps that this variation does (in the file's order),
     Finish; the title said first."""
@@ -142,13 +154,9 @@ def test_fuzz_structures_are_refused_in_place_or_load_as_written(data: object) -
 
     document = {"title": "T", "steps": [{"name": "A"}], **data} if isinstance(data, dict) else data
     text = yaml.safe_dump(document)
-    try:
-        routine = loads(text, "fuzz.yaml")
-    except VoicecoachError as e:
-        assert_located(e, text)
-        event("refused")
+    routine = loaded_or_refused_in_place(text)
+    if routine is None:
         return
-    event("accepted")
     assert isinstance(document, dict)  # a document that is not a mapping is never a routine
     assert routine.title == document["title"]
     assert [s.name for s in routine.steps] == [s["name"] for s in document["steps"]]
@@ -167,13 +175,9 @@ def test_fuzz_structures_are_refused_in_place_or_load_as_written(data: object) -
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
 def test_fuzz_text_is_refused_in_place_or_is_a_routine(text: str) -> None:
-    try:
-        routine = loads(text, "fuzz.yaml")
-    except VoicecoachError as e:
-        assert_located(e, text)
-        event("refused")
+    routine = loaded_or_refused_in_place(text)
+    if routine is None:
         return
-    event("accepted")
     assert routine.title.strip() and routine.steps and routine.variation_names
 
 

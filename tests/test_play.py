@@ -19,10 +19,10 @@ import soundfile
 
 from tests.pulse import PulseServer
 from voicecoach import SAMPLE_RATE, play
-from voicecoach.backends import DEVICE_LATENCY_S
+from voicecoach.backends import DEVICE_LATENCY_S, OpeningPlayer
 from voicecoach.history import sessions
 from voicecoach.pipeline import prepare
-from voicecoach.play import Coach
+from voicecoach.play import Coach, LeadIn
 from tests.output import without_stage_lines
 
 SR = SAMPLE_RATE
@@ -150,6 +150,46 @@ def test_play_is_the_export_with_no_drift(pulse_server: PulseServer, tmp_path: P
     tail = reference[timeline.events[-1].start: timeline.events[-1].end]
     end = timeline.events[-1].start + lag
     assert np.corrcoef(recorded[end: end + tail.size], tail)[0, 1] > 0.95
+    assert pulse_server.sink_inputs() == []
+
+
+def test_the_lead_in_plays_while_the_session_is_prepared(pulse_server: PulseServer,
+                                                          tmp_path: Path) -> None:
+    """`play` opens the device first and plays the session's opening silence while the
+    routine loads: it counts as the session's first samples, a longer wait plays as
+    silence that does not count, and the stream is still the export, sample for sample."""
+    reference = exported(tmp_path)
+    recording = pulse_server.record()
+    lead_in = LeadIn()
+    opening = OpeningPlayer(first=iter(lead_in))
+    time.sleep(1.0)  # a slow start: the lead-in has played out long before the session exists
+    session = prepare(SHORT)
+    assert not reference[: lead_in.samples].any() and reference[lead_in.samples:].any()
+    with opening.result() as player:
+        assert player.position_samples == lead_in.samples  # the wait after it did not count
+        coach = Coach(session, player, lead_in=lead_in)
+        coach.start()
+        assert player.wait(60)
+        assert player.position_samples == session.rendering.total_samples == reference.size
+    time.sleep(0.2)
+    recorded = recording.stop()
+    lag = first_sound(recorded) - first_sound(reference)
+    assert lag / SR > 1.0  # the first word came after the wait, not into it
+    offsets = [offset_of(recorded, reference, e.start, lag, SR // 4) for e in session.timeline.events]
+    assert max(offsets) - min(offsets) <= 0.020 * SR, offsets
+    assert pulse_server.sink_inputs() == []
+
+
+def test_a_lead_in_given_up_closes_the_device(pulse_server: PulseServer) -> None:
+    """A routine that fails to load after the device opened: the device is released."""
+    lead_in = LeadIn()
+    opening = OpeningPlayer(first=iter(lead_in))
+    deadline = time.monotonic() + 5
+    while not pulse_server.sink_inputs() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pulse_server.sink_inputs()  # playing the lead-in
+    lead_in.cancel()
+    opening.abandon()
     assert pulse_server.sink_inputs() == []
 
 

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError
@@ -135,7 +135,42 @@ class Player(Protocol):
 
 def open_player() -> Player:
     """Open the sound device, or raise AudioError(NO_DEVICE_MESSAGE) within OPEN_TIMEOUT_S."""
-    return MiniaudioPlayer(_open_bounded(_open_miniaudio_device, OPEN_TIMEOUT_S))
+    return OpeningPlayer().result()
+
+
+class OpeningPlayer:
+    """The sound device, opening in the background from the moment this is made.
+
+    `play` starts it first thing, so connecting to the sound server overlaps loading the
+    routine and preparing the session instead of coming after them. With `first`, the
+    player starts playing those chunks as soon as the device is open (`play` hands it the
+    session's opening silence, see play.LeadIn). result() waits for the player
+    (OPEN_TIMEOUT_S from the start in all) and raises what opening raised; abandon()
+    closes it, now or whenever it opens, if the caller gives up first.
+    """
+
+    def __init__(self, first: Iterator[Samples] | None = None,
+                 opener: Callable[[], _Device] | None = None,
+                 timeout_s: float = OPEN_TIMEOUT_S) -> None:
+        open_device = opener or _open_miniaudio_device
+
+        def open_player() -> MiniaudioPlayer:
+            player = MiniaudioPlayer(open_device())
+            if first is not None:
+                try:
+                    player.start(first)
+                except BaseException:
+                    player.close()
+                    raise
+            return player
+
+        self._opening: _Opening[MiniaudioPlayer] = _Opening(open_player, timeout_s)
+
+    def result(self) -> Player:
+        return self._opening.result()
+
+    def abandon(self) -> None:
+        self._opening.abandon()
 
 
 # --------------------------------------------------------------------------- device
@@ -196,46 +231,65 @@ class _MiniaudioDevice:
             self._ma.lib.ma_context_uninit(context)
 
 
-def _open_bounded(opener: Callable[[], _Device], timeout_s: float) -> _Device:
-    """Run opener in a thread; past timeout_s give up, and close it if it ever opens."""
-    lock = threading.Lock()
-    done = threading.Event()
-    abandoned = threading.Event()
-    outcome: list[_Device | BaseException] = []
+class _Closes(Protocol):
+    def close(self) -> None: ...
 
-    def work() -> None:
+
+Opened = TypeVar("Opened", bound=_Closes)
+
+
+class _Opening(Generic[Opened]):
+    """opener() run in a daemon thread from the moment this is made.
+
+    result() waits until timeout_s after the start; then, or after abandon() (and on
+    Ctrl-C while waiting), what opens late is closed by the thread itself."""
+
+    def __init__(self, opener: Callable[[], Opened], timeout_s: float) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._abandoned = False
+        self._outcome: list[Opened | BaseException] = []
+        self._deadline = time.monotonic() + timeout_s
+        threading.Thread(target=self._work, args=(opener,), name="voicecoach-open",
+                         daemon=True).start()
+
+    def _work(self, opener: Callable[[], Opened]) -> None:
         try:
-            item: _Device | BaseException = opener()
+            item: Opened | BaseException = opener()
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             item = e
-        with lock:
-            if abandoned.is_set():
+        with self._lock:
+            if self._abandoned:
                 if not isinstance(item, BaseException):
                     item.close()
                 return
-            outcome.append(item)
-        done.set()
+            self._outcome.append(item)
+        self._done.set()
 
-    threading.Thread(target=work, name="voicecoach-open", daemon=True).start()
-    try:
-        done.wait(timeout_s)
-    except BaseException:  # Ctrl-C while opening: nobody else would close it
-        with lock:
-            abandoned.set()
-            for item in outcome:
-                if not isinstance(item, BaseException):
-                    item.close()
-        raise
-    with lock:
-        if not outcome:
-            abandoned.set()
-            raise AudioError(NO_DEVICE_MESSAGE)
-        item = outcome[0]
-    if isinstance(item, AudioError):
-        raise item
-    if isinstance(item, BaseException):
-        raise AudioError(NO_DEVICE_MESSAGE) from item
-    return item
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            items, self._outcome = self._outcome, []
+        for item in items:
+            if not isinstance(item, BaseException):
+                item.close()
+
+    def result(self) -> Opened:
+        try:
+            self._done.wait(max(0.0, self._deadline - time.monotonic()))
+        except BaseException:  # Ctrl-C while opening: nobody else would close it
+            self.abandon()
+            raise
+        with self._lock:
+            self._abandoned = True  # from now on the caller owns it, or nobody does
+            if not self._outcome:
+                raise AudioError(NO_DEVICE_MESSAGE)
+            item = self._outcome.pop()
+        if isinstance(item, AudioError):
+            raise item
+        if isinstance(item, BaseException):
+            raise AudioError(NO_DEVICE_MESSAGE) from item
+        return item
 
 
 _alsa_handler: Any = None

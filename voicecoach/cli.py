@@ -44,8 +44,9 @@ from .spec import (
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from .backends import Player
     from .pipeline import Session
-    from .play import Coach
+    from .play import Coach, LeadIn
 
 
 class FiniteRange(click.FloatRange):
@@ -370,14 +371,31 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
         voicecoach play upper-back-knot --level low --no-log
         voicecoach play mid-back-knot --full
     """
+    from .backends import OpeningPlayer
+    from .play import LeadIn
+
+    # The device opens, and plays the session's opening silence, while the session is
+    # prepared: the first word comes sooner, and the samples are the same.
+    lead_in = LeadIn()
+    opening = OpeningPlayer(first=iter(lead_in))
+    try:
+        session = _prepared_play(spec, full, brief_after)
+        player = opening.result()
+    except BaseException:
+        lead_in.cancel()
+        opening.abandon()
+        raise
+    _play(session, player, lead_in, no_log)
+
+
+def _prepared_play(spec: SessionSpec, full: bool, brief_after: int) -> Session:
+    """The session `play` plays: the routine with this week's greeting and farewell,
+    brief if the person knows it by now, its phrases being made from the first."""
     from datetime import UTC, datetime
 
-    from . import SAMPLE_RATE
-    from .backends import open_player
     from .history import Target, coaching
     from .load import load
     from .pipeline import open_session
-    from .play import Coach, run
 
     loaded = load(spec.routine) if isinstance(spec.routine, str) else spec.routine
     target = Target.of(loaded)
@@ -391,16 +409,25 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
                    "(--full for the whole session).", err=True)
     # Streamed: the first phrase plays while the rest are made; what was adapted to the
     # options is told once the whole timeline is laid (the run loop prints it).
-    session = open_session(replace(spec, routine=loaded, options=replace(
+    return open_session(replace(spec, routine=loaded, options=replace(
         spec.options, brief=brief, greeting=greeting, farewell=told.farewell)), stream=True)
+
+
+def _play(session: Session, device: Player, lead_in: LeadIn, no_log: bool) -> None:
+    """Play the session through the device to its end or until stopped, and record it."""
+    from datetime import UTC, datetime
+
+    from . import SAMPLE_RATE
+    from .play import Coach, run
+
     erase = "\r\x1b[K" if sys.stderr.isatty() else ""  # the status line, on a terminal
 
     def waiting(sample: int) -> None:
         click.echo(f"{erase}Waiting at {clock(sample / SAMPLE_RATE)}: the next phrases are "
                    "still being made.", err=True)
 
-    with open_player() as player:
-        coach = Coach(session, player, on_complete=tell_adapted, on_wait=waiting)
+    with device as player:
+        coach = Coach(session, player, on_complete=tell_adapted, on_wait=waiting, lead_in=lead_in)
         started_at = datetime.now(UTC)
         try:
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())

@@ -10,17 +10,52 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
+import queue
 import select
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .backends import Player
-from .pipeline import Session
-from .schedule import Timeline
+from . import LEAD_IN_S, SAMPLE_RATE
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .backends import Player
+    from .pipeline import Session
+    from .schedule import Timeline
 
 KEYS_HELP = "space pause/resume · n next step · b restart step · q quit"
+
+
+class LeadIn:
+    """The session's opening silence (LEAD_IN_S), played while the session is prepared.
+
+    Every session starts with LEAD_IN_S of silence (schedule lays its first cue there)
+    unless music plays under it. `play` hands this to the device the moment it opens, before the
+    routine is even loaded: those are the session's own first samples, so play still
+    equals export to the sample, and the first word comes LEAD_IN_S after the device
+    opened instead of after everything else too. Then `continue_with` the session's
+    chunks from `samples` on; if preparing takes longer, the device plays silence
+    meanwhile without counting it (an underrun). `cancel` ends it (the session starts
+    from its first sample instead, or never)."""
+
+    def __init__(self, seconds: float = LEAD_IN_S, sample_rate: int = SAMPLE_RATE) -> None:
+        self.samples = round(seconds * sample_rate)
+        self._rest: queue.SimpleQueue[Iterator[np.ndarray]] = queue.SimpleQueue()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        import numpy as np
+
+        yield np.zeros(self.samples, np.float32)
+        yield from self._rest.get()
+
+    def continue_with(self, chunks: Iterator[np.ndarray]) -> None:
+        self._rest.put(chunks)
+
+    def cancel(self) -> None:
+        self._rest.put(iter(()))
 
 
 class Coach:
@@ -33,8 +68,11 @@ class Coach:
 
     def __init__(self, session: Session, player: Player,
                  on_complete: Callable[[tuple[str, ...]], None] | None = None,
-                 on_wait: Callable[[int], None] | None = None) -> None:
+                 on_wait: Callable[[int], None] | None = None,
+                 lead_in: LeadIn | None = None) -> None:
         self.session = session
+        self.lead_in = lead_in
+        """The player is already playing this (it started once the device opened)."""
         self.player = player
         self.on_complete = on_complete
         self.on_wait = on_wait
@@ -78,7 +116,14 @@ class Coach:
 
     def start(self) -> None:
         self._started_at = time.monotonic()
-        self.player.start(self.session.rendering.chunks())
+        rendering = self.session.rendering
+        if self.lead_in is None:
+            self.player.start(rendering.chunks())
+        elif rendering.music is None:  # nothing under the lead-in: it was these samples
+            self.lead_in.continue_with(rendering.chunks(self.lead_in.samples))
+        else:  # music fades in under it: the session from its first sample after all
+            self.player.replace(rendering.chunks(), 0)
+            self.lead_in.cancel()
 
     @property
     def played_s(self) -> float:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from . import SAMPLE_RATE
+from . import LEAD_IN_S, SAMPLE_RATE
 from .compile import Begin, Chapter, End, Mark, Say, Script, Timed, Tone, Wait
 from .errors import Problem, RoutineError
 from .model import JSON, Where
@@ -24,8 +24,6 @@ PAUSE_AFTER_SPEECH_S = 0.35
 PAUSE_AFTER_TONE_S = 0.2
 FOLLOW_GAP_S = 0.1
 """Between two cues placed one after the other inside a window."""
-LEAD_IN_S = 0.25
-"""A breath of silence before the first word, so no player clips it."""
 TAIL_S = 1.0
 
 

@@ -7,6 +7,7 @@ The synthesizer here is real espeak-ng held back at one phrase until the test le
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from voicecoach.pipeline import _spoken, prepare
 from voicecoach.compile import compile_routine
 from voicecoach.load import load
-from voicecoach.play import Coach
+from voicecoach.play import Coach, Making
 from voicecoach.schedule import Timeline
 from voicecoach.speech import Espeak, PhraseCache
 from voicecoach.spec import Options
@@ -113,14 +114,18 @@ def test_a_slow_synthesizer_makes_the_stream_wait_between_phrases(tmp_path: Path
 def test_the_status_line_reads_a_timeline_still_being_laid(tmp_path: Path) -> None:
     engine = Gated(free=4)
     cache = PhraseCache(engine, tmp_path)
-    session = prepare(ROUTINE, options=OPTIONS, cache=cache, stream=True)
+    making = Making()
+    session = prepare(ROUTINE, options=OPTIONS, cache=cache, stream=True, progress=making)
     player = FakePlayer()
     told: list[tuple[str, ...]] = []
-    coach = Coach(session, player, on_complete=told.append)  # type: ignore[arg-type]
+    coach = Coach(session, player, on_complete=told.append, making=making)  # type: ignore[arg-type]
     coach.start()
     next(session.rendering.chunks())  # the first phrases are laid
     status = coach.status()  # how much of the introduction is laid depends on the threads
-    assert status.startswith("Introduction · ") and status.endswith(" s left in step · speech still being made")
+    counted = re.fullmatch(r"Introduction · .* s left in step · making speech (\d+) of (\d+)", status)
+    assert counted, status
+    made, total = map(int, counted.groups())
+    assert 1 <= made <= engine.free < total == distinct_phrases()
     coach.key("n")  # the next step is not laid yet: nothing to skip to, and no quitting
     assert (player.jumps, coach.quit) == ([], False)
     coach.poll()
@@ -132,3 +137,4 @@ def test_the_status_line_reads_a_timeline_still_being_laid(tmp_path: Path) -> No
     coach.key("n")
     assert player.jumps == [whole.sections[1].start]
     assert coach.status().endswith("%")
+    assert making.made == making.total == total  # every phrase counted once

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from .backends import Player
     from .pipeline import Session
-    from .play import Coach, LeadIn
+    from .play import Coach, LeadIn, Making
 
 
 class FiniteRange(click.FloatRange):
@@ -372,23 +372,24 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
         voicecoach play mid-back-knot --full
     """
     from .backends import OpeningPlayer
-    from .play import LeadIn
+    from .play import LeadIn, Making
 
     # The device opens, and plays the session's opening silence, while the session is
     # prepared: the first word comes sooner, and the samples are the same.
     lead_in = LeadIn()
     opening = OpeningPlayer(first=iter(lead_in))
     try:
-        session = _prepared_play(spec, full, brief_after)
+        making = Making()  # on a terminal, the status line counts phrases still being made
+        session = _prepared_play(spec, full, brief_after, making)
         player = opening.result()
     except BaseException:
         lead_in.cancel()
         opening.abandon()
         raise
-    _play(session, player, lead_in, no_log)
+    _play(session, player, lead_in, making, no_log)
 
 
-def _prepared_play(spec: SessionSpec, full: bool, brief_after: int) -> Session:
+def _prepared_play(spec: SessionSpec, full: bool, brief_after: int, making: Making) -> Session:
     """The session `play` plays: the routine with this week's greeting and farewell,
     brief if the person knows it by now, its phrases being made from the first."""
     from datetime import UTC, datetime
@@ -410,10 +411,12 @@ def _prepared_play(spec: SessionSpec, full: bool, brief_after: int) -> Session:
     # Streamed: the first phrase plays while the rest are made; what was adapted to the
     # options is told once the whole timeline is laid (the run loop prints it).
     return open_session(replace(spec, routine=loaded, options=replace(
-        spec.options, brief=brief, greeting=greeting, farewell=told.farewell)), stream=True)
+        spec.options, brief=brief, greeting=greeting, farewell=told.farewell)), stream=True,
+        progress=making)
 
 
-def _play(session: Session, device: Player, lead_in: LeadIn, no_log: bool) -> None:
+def _play(session: Session, device: Player, lead_in: LeadIn, making: Making,
+          no_log: bool) -> None:
     """Play the session through the device to its end or until stopped, and record it."""
     from datetime import UTC, datetime
 
@@ -427,7 +430,8 @@ def _play(session: Session, device: Player, lead_in: LeadIn, no_log: bool) -> No
                    "still being made.", err=True)
 
     with device as player:
-        coach = Coach(session, player, on_complete=tell_adapted, on_wait=waiting, lead_in=lead_in)
+        coach = Coach(session, player, on_complete=tell_adapted, on_wait=waiting,
+                      lead_in=lead_in, making=making)
         started_at = datetime.now(UTC)
         try:
             ended = run(coach, interactive=sys.stdin.isatty() and sys.stderr.isatty())

@@ -58,6 +58,29 @@ class LeadIn:
         self._rest.put(iter(()))
 
 
+class Making:
+    """The phrases a cold session is still making while it plays, counted for the status
+    line: pipeline.open_session's `progress` (a bar would fight the status line)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.made = 0
+
+    @contextlib.contextmanager
+    def __call__(self, total: int, label: str) -> Iterator[Callable[[int], None]]:
+        self.total, self.made = total, 0
+
+        def update(count: int) -> None:
+            self.made += count
+
+        yield update
+
+    def status(self) -> str:
+        if not self.total:
+            return "speech still being made"
+        return f"making speech {min(self.made, self.total)} of {self.total}"
+
+
 class Coach:
     """The control API: what the keys do, also what tests drive.
 
@@ -69,8 +92,10 @@ class Coach:
     def __init__(self, session: Session, player: Player,
                  on_complete: Callable[[tuple[str, ...]], None] | None = None,
                  on_wait: Callable[[int], None] | None = None,
-                 lead_in: LeadIn | None = None) -> None:
+                 lead_in: LeadIn | None = None, making: Making | None = None) -> None:
         self.session = session
+        self.making = making or Making()
+        """Counts the phrases made while the session plays, if it was opened with it."""
         self.lead_in = lead_in
         """The player is already playing this (it started once the device opened)."""
         self.player = player
@@ -191,7 +216,7 @@ class Coach:
             left = f"{_whole_seconds(max(0, section.end - pos), sr)} s left in step"
         whole = self.session.rendering.complete
         parts = [section.title, label, left,
-                 f"{self.percent:.0f}%" if whole else "speech still being made"]
+                 f"{self.percent:.0f}%" if whole else self.making.status()]
         state = "paused · " if self.player.paused else ""
         return state + " · ".join(p for p in parts if p)
 

@@ -446,6 +446,7 @@ class MusicBus:
         self._segments: list[_Segment] = []
         self._segment_starts: list[int] = []
         self._next = (0, 0, 0)  # the next segment's start, its index, its fade-in
+        self._ahead = 0  # segments before this have their tracks measured (measure_until)
         self._ducks: list[tuple[int, int]] = []
         self._duck_starts: list[int] = []
         self._total: int | None = None
@@ -646,6 +647,18 @@ class MusicBus:
         target = SPEECH_LUFS + self.level_lu
         gain = 10 ** ((target - m.loudness) / 20) if math.isfinite(m.loudness) else 0.0
         return min(gain, MUSIC_PEAK / m.peak) if m.peak > 0 else gain
+
+    def measure_until(self, until: int) -> None:
+        """Measure now (not when they are mixed) the tracks that play before `until`:
+        render.py calls this as the timeline is laid, ahead of playback."""
+        with self._lock:
+            self._lay_out(until)
+            first = self._ahead
+            while self._ahead < len(self._segments) and self._segments[self._ahead].start < until:
+                self._ahead += 1
+            tracks = dict.fromkeys(s.track for s in self._segments[first: self._ahead])
+        for t in tracks:
+            self.measured(t)
 
     @property
     def gains(self) -> list[float]:

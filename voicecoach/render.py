@@ -178,6 +178,7 @@ class Rendering:
             self._spans = spans
         if self.music is not None:
             self.music.lay(events)
+            self.music.measure_until(frontier)
         scales = [self._scale(e) for e in events]
         with self._changed:
             for event, scale in zip(events, scales, strict=True):

@@ -101,7 +101,8 @@ def main() -> None:
             print(f"{label:<24} {wall:>7.1f} {cpu:>7.1f} {rss:>9.1f}")
         print(f"peak memory, hour / ten minutes with the long track: "
               f"{results['hour, long MP3'] / results['ten minutes, long MP3']:.2f}x")
-        from voicecoach.music import find_tracks, measure
+        from voicecoach.music import find_tracks
+        from voicecoach.music import measure as measure_track
         from voicecoach.pipeline import prepare
         from voicecoach.spec import MusicSettings
 
@@ -109,7 +110,7 @@ def main() -> None:
         store = folder / "store"
         for state in ("cold", "warm"):
             started = time.perf_counter()
-            measure(found, 22050, store)
+            measure_track(found, 22050, store)
             print(f"measuring the {options.minutes:g}-minute track ({state}, "
                   f"{'measured' if state == 'cold' else 'read back from the cache'}): "
                   f"{time.perf_counter() - started:.2f} s")

@@ -675,9 +675,10 @@ class MusicBus:
             ducked = i >= 0 and self._ducks[i][0] <= start and end <= self._ducks[i][1]
         peaks = [self.gain(s.track) * self.measured(s.track).peak for s in segments]
         bound = max(peaks, default=0.0)
-        for (s, p), (nxt, q) in zip(zip(segments, peaks), zip(segments[1:], peaks[1:])):
+        for i in range(len(segments) - 1):
+            s, nxt = segments[i], segments[i + 1]
             if max(nxt.start, start) < min(s.end, end):  # their crossfade is in the stretch
-                bound = max(bound, math.hypot(p, q))
+                bound = max(bound, math.hypot(peaks[i], peaks[i + 1]))
         return bound * 10 ** (-DUCK_DEPTH_DB / 20) if ducked else bound
 
     def step_energies(self, steps: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Run by hand (not by the tests: it times things, and the machine's load moves them):
 
-    .venv/bin/python scripts/bench_first_sound.py [--runs 3] [--engines espeak piper]
+    .venv/bin/python scripts/bench_first_sound.py [--runs 3] [--engines espeak piper] [--music PATH]
 
 Measured, for each engine, runs interleaved so that load on the machine falls on all
 alike (medians, with the spread):
@@ -96,10 +96,14 @@ def main() -> None:
     parser.add_argument("--routine", default="mid-back-knot")
     parser.add_argument("--engines", nargs="+", default=["espeak", "piper"], choices=["espeak", "piper"])
     parser.add_argument("--no-export", action="store_true", help="skip the cold piper export")
+    parser.add_argument("--music", type=Path, metavar="PATH",
+                        help="play (and warm up) with --music PATH: first sound of a session "
+                             "with music (the music's fade-in counts as its first sound)")
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of another version (e.g. `git archive main | tar -x -C DIR`): "
                              "its first sounds measured interleaved with this one's")
     args = parser.parse_args()
+    music = ["--music", str(args.music.resolve())] if args.music else []
     sys.path.insert(0, str(REPO))
     from tests.pulse import PulseServer
 
@@ -116,9 +120,9 @@ def main() -> None:
             warm = {(v, e): work / f"warm-{v}-{e}" for v in versions for e in args.engines}
             for (version, engine), folder in warm.items():  # fill the warm caches (and bytecode)
                 env = {**versions[version], "VOICECOACH_CACHE_DIR": str(folder)}
-                play = [*VOICECOACH, "play", args.routine, "--no-log", "--engine", engine]
+                play = [*VOICECOACH, "play", args.routine, "--no-log", "--engine", engine, *music]
                 first_sound(server, play, env)  # the play's own greeting lines
-                run_measured([*VOICECOACH, "export", args.routine, "--engine", engine,
+                run_measured([*VOICECOACH, "export", args.routine, "--engine", engine, *music,
                               "-o", str(work / "warmup.wav")], env)
                 first_sound(server, play, env)
             for run in range(args.runs):
@@ -128,7 +132,8 @@ def main() -> None:
                             cache = warm[(version, engine)] if state == "warm" \
                                 else work / f"cold-{version}-{engine}-{run}"
                             env = {**venv, "VOICECOACH_CACHE_DIR": str(cache)}
-                            cmd = [*VOICECOACH, "play", args.routine, "--no-log", "--engine", engine]
+                            cmd = [*VOICECOACH, "play", args.routine, "--no-log", "--engine", engine,
+                                   *music]
                             seconds = first_sound(server, cmd, env)
                             results.setdefault((version, engine, state), []).append(seconds)
                             print(f"  run {run + 1}: {version} {engine} {state}: {seconds:.3f} s",
@@ -144,7 +149,7 @@ def main() -> None:
             rows.extend(export_against_peer(args, base, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{args.routine}, {args.runs} runs each, interleaved (medians, min-max):")
+    print(f"\n{args.routine}{' with --music ' + args.music.name if args.music else ''}, {args.runs} runs each, interleaved (medians, min-max):")
     for row in rows:
         print("  " + row)
 

@@ -10,8 +10,10 @@ chord progression with a little noise, `--minutes` long, encoded to MP3 in block
 - a ten-minute session with the long track, against which the hour's peak memory is set
   (flat memory: the ratio stays near 1).
 
-Prints wall time, CPU time and peak RSS for each, and the measuring pass (the music's
-loudness, worked out before the first sample) on its own, in this process.
+Prints wall time, CPU time and peak RSS for each; then, in this process, the long track's
+measurement (its loudness and peak, worked out before its first sample plays) cold and
+read back from the cache, and how soon a streamed hour hands on its first chunk with
+and without the long track.
 """
 
 from __future__ import annotations
@@ -99,16 +101,26 @@ def main() -> None:
             print(f"{label:<24} {wall:>7.1f} {cpu:>7.1f} {rss:>9.1f}")
         print(f"peak memory, hour / ten minutes with the long track: "
               f"{results['hour, long MP3'] / results['ten minutes, long MP3']:.2f}x")
+        from voicecoach.music import find_tracks
+        from voicecoach.music import measure as measure_track
         from voicecoach.pipeline import prepare
         from voicecoach.spec import MusicSettings
 
-        session = prepare(str(hour), music=MusicSettings(str(track)))
-        started = time.perf_counter()
-        _ = session.rendering.gain
-        print(f"the hour's measuring pass (before play's first sound): "
-              f"{time.perf_counter() - started:.1f} s for {session.timeline.duration_s / 60:.0f} "
-              f"minutes; peak RSS of this process "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        found = find_tracks(track)[0]
+        store = folder / "store"
+        for state in ("cold", "warm"):
+            started = time.perf_counter()
+            measure_track(found, 22050, store)
+            print(f"measuring the {options.minutes:g}-minute track ({state}, "
+                  f"{'measured' if state == 'cold' else 'read back from the cache'}): "
+                  f"{time.perf_counter() - started:.2f} s")
+        for label, settings in (("no music", None), ("the long MP3", MusicSettings(str(track)))):
+            started = time.perf_counter()
+            session = prepare(str(hour), music=settings, stream=True)
+            next(session.rendering.chunks())
+            print(f"the hour streamed, {label} (warm): first chunk after "
+                  f"{time.perf_counter() - started:.2f} s")
+        print(f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

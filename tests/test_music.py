@@ -205,7 +205,7 @@ def test_the_mix_keeps_the_voice_level_and_the_ceiling(tmp_path: Path, music: Pa
         predicted += 20 * np.log10(session.rendering.gain)
         assert loudness == pytest.approx(predicted, abs=0.15)
         assert peak_db <= PEAK_CEILING_DBFS + 0.01
-        assert session.rendering.gain == SESSION_GAIN  # no overlap here comes near the ceiling
+        assert session.rendering.gain == SESSION_GAIN  # a constant, under music too
         if level == "0":
             assert loudness == pytest.approx(TARGET_LUFS_MONO, abs=0.5)
         elif level == "-6":
@@ -265,9 +265,12 @@ def test_tracks_of_other_rates_sit_at_one_level(music: Path) -> None:
 
 def test_chapters_captions_and_phrase_cache_unchanged(tmp_path: Path, music: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same chapters, captions and phrases with music as without; the cache's music/
+    holds one small file for the track (its measurement), and nothing else changes."""
     import mutagen
 
     files = {}
+    measurements = {}
     for label, extra in (("plain", ()), ("music", ("--music", str(music / "chords.mp3")))):
         cache = tmp_path / f"cache-{label}"
         monkeypatch.setenv("VOICECOACH_CACHE_DIR", str(cache))
@@ -275,9 +278,12 @@ def test_chapters_captions_and_phrase_cache_unchanged(tmp_path: Path, music: Pat
         code, _, err = run("export", SHORT, "--captions", "-o", str(out), *extra)
         assert code == 0, err
         cached = sorted((p.relative_to(cache), p.stat().st_size) for p in cache.rglob("*")
-                        if p.is_file())
+                        if p.is_file() and p.relative_to(cache).parts[0] != "music")
+        measurements[label] = [p.stat().st_size for p in cache.glob("music/*")]
         files[label] = (out.with_suffix(".vtt").read_bytes(), dict(mutagen.File(out).tags), cached)
     assert files["plain"] == files["music"]
+    assert measurements["plain"] == [] and len(measurements["music"]) == 1
+    assert measurements["music"][0] < 1000
 
 
 def test_the_routine_names_its_music_and_no_music_leaves_it_out(tmp_path: Path,
@@ -420,10 +426,15 @@ def test_a_track_gone_after_its_check_is_one_error(tmp_path: Path, music: Path) 
 
     track = tmp_path / "gone.ogg"
     track.write_bytes((music / "chords.ogg").read_bytes())
-    session = prepare(SHORT, music=MusicSettings(str(track)))
+    session = prepare(SHORT, music=MusicSettings(str(track)))  # measured as it is laid
     track.unlink()
     with pytest.raises(AudioError, match=f"^cannot decode music '{track}': "):
-        _ = session.rendering.gain
+        list(session.rendering.chunks())
+    track.write_bytes((music / "chords.ogg").read_bytes())  # and gone before it is measured
+    bus = MusicBus(find_tracks(track), SR)
+    track.unlink()
+    with pytest.raises(AudioError, match=f"^cannot decode music '{track}': "):
+        bus.gain(0)
 
 
 @pytest.mark.parametrize("name", ["chords.ogg", "chords.mp3"])

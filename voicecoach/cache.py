@@ -176,9 +176,11 @@ _HEX64 = "[0-9a-f]{64}"
 _OURS = {
     "phrases": re.compile(rf"{_HEX64}(\{ENTRY_SUFFIX}|\.npy|\.k\.npy)|{re.escape(OLD_TEMP_PREFIX)}\w+"),
     "checked": re.compile(rf"{_HEX64}\.ok|{re.escape(OLD_TEMP_PREFIX)}\w+"),
+    "music": re.compile(rf"{_HEX64}\.json"),
 }
 """The files voicecoach writes, by folder: phrase entries (and the .npy pairs of earlier
-versions), schema markers (load.py), and temporary files a killed process left behind.
+versions), schema markers (load.py), music tracks' measurements (music.py), and
+temporary files a killed process left behind.
 Phrases sit one level down, in folders named by two hex digits."""
 _SHARD = re.compile("[0-9a-f]{2}")
 

@@ -8,8 +8,10 @@ them. Ramps are raised cosines in dB, computed per sample: no steps, no zipper n
 Tracks (a file, or a folder's sound files in name order, or shuffled by a seed) are
 played one after the other, crossfaded (equal power, CROSSFADE_S), looped to fill the
 session, faded in at its start and out at its end. Each track is levelled to the voice's
-loudness plus `level_lu` over the part of it that plays, so a folder of loud and quiet
-tracks sits at one level.
+loudness plus `level_lu` over the whole track (its gated loudness, measured once: a
+constant known before its first sample, so a session with music streams as one without),
+so a folder of loud and quiet tracks sits at one level; and no higher than puts its peak
+at MUSIC_PEAK, so the music alone never passes the ceiling, crossfades included.
 
 Any sample of the bus is a pure function of its position, so play's jumps land on the
 export's samples: a track is resampled (soxr, HQ) in fixed blocks of its own time, each
@@ -20,9 +22,15 @@ bundles, returns wrong samples for MP3 read in blocks smaller than the file (mea
 of 600 100 ms windows of a 60 s file off by more than 0.05 with 64 Ki-frame reads);
 every other format by soundfile.
 
-The session's gain needs the bus's loudness: `step_energies` runs the bus once through
-the K-weighting (in blocks) before the first sample is mixed; the rendered mix then
-reads it again. Music never goes near the phrase cache.
+A track is measured (`measure`: decoded and K-weighted once, about 1 s for ten minutes of
+MP3) when the bus first needs it, and the result kept in the cache folder's music/ (a
+small JSON file keyed by the file's size, mtime and a hash of its first and last MiB,
+checked when read back), so the next session with it starts at once. The bus grows with
+the timeline (`lay`, `end`): the music at a sample depends only on the sounds near it
+and on the session's end, so it is final LOOK_AHEAD_S before what is laid (render.py
+waits for that). Under a sound, the music is DUCK_DEPTH_DB down, and `peak` bounds it
+there from the tracks' measured peaks: render.py counts it with the sounds against the
+ceiling. Music never enters the phrase cache.
 """
 
 from __future__ import annotations
@@ -43,8 +51,15 @@ from typing import Any
 import numpy as np
 
 from .errors import UsageError
-from .loudness import SPEECH_LUFS, LoudnessMeter, gated_loudness, step_samples
-from .schedule import Timeline
+from .loudness import (
+    PEAK_CEILING_DBFS,
+    SESSION_GAIN_DB,
+    SPEECH_LUFS,
+    LoudnessMeter,
+    gated_loudness,
+    step_samples,
+)
+from .schedule import Event
 from .spec import MUSIC_LEVEL_LU
 
 DUCK_DEPTH_DB = 18.0
@@ -54,6 +69,15 @@ DUCK_RISE_S = 0.4
 CROSSFADE_S = 3.0
 FADE_IN_S = 2.0
 FADE_OUT_S = 4.0
+LOOK_AHEAD_S = max(FADE_OUT_S, DUCK_FALL_S + DUCK_RISE_S)
+"""How far before what is laid the bus is final while the session is still being laid: a
+sound laid later moves the ducking from DUCK_FALL_S + DUCK_RISE_S before it (its fall, or
+the rise before it that a merge keeps down), and the fade-out from FADE_OUT_S before the
+end, which is at or after what is laid."""
+MUSIC_PEAK = 10 ** ((PEAK_CEILING_DBFS - SESSION_GAIN_DB) / 20) / math.sqrt(2)
+"""The highest a levelled track may peak (-4.2 dBFS; -4.0 at the session's gain): two
+tracks crossfading (a sine and a cosine) reach at most the root of the sum of their
+peaks' squares, so the music alone stays under the ceiling wherever it plays."""
 RATES_HZ = (8000, 192000)
 MIN_TRACK_S = 2.0
 """Shorter than this is a sound, not music to loop: crossfades would eat it."""
@@ -314,64 +338,188 @@ def _shape(out: np.ndarray, start: int, a: int, b: int, *, rising: bool,
         np.maximum(piece, ramp, out=piece)
 
 
-class MusicBus:
-    """The music under a timeline: `samples(start, end)` (levelled, faded, ducked), and
-    its loudness per 100 ms step and peak bound, for the session's one gain."""
+# -- a track's level: measured once over the whole track, kept in the cache --------------
 
-    def __init__(self, tracks: Sequence[Track], timeline: Timeline,
-                 level_lu: float = MUSIC_LEVEL_LU) -> None:
-        self.rate = rate = timeline.sample_rate
-        self.total_samples = timeline.duration_samples
+MEASURE_RULE = 1
+"""Stored with each measurement: a change to how a track is measured makes its old ones
+misses."""
+HASH_BYTES = 1 << 20
+"""A track's identity hashes its first and last MiB (with its size and mtime): a file
+replaced by another is measured again, without reading all of it to tell."""
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A track at the session's rate, its channels' mean, over the whole track: its gated
+    loudness (LUFS, -inf for silence) and its peak."""
+
+    loudness: float
+    peak: float
+
+
+def _identity(track: Track, rate: int) -> dict[str, Any]:
+    import hashlib
+
+    with open(track.path, "rb") as f:
+        info = os.fstat(f.fileno())
+        head = hashlib.sha256(f.read(HASH_BYTES)).hexdigest()
+        f.seek(max(0, info.st_size - HASH_BYTES))
+        tail = hashlib.sha256(f.read(HASH_BYTES)).hexdigest()
+    return {"rule": MEASURE_RULE, "rate": rate, "size": info.st_size,
+            "mtime_ns": info.st_mtime_ns, "head": head, "tail": tail}
+
+
+def _stored(path: Path, identity: dict[str, Any]) -> Measure | None:
+    """The measurement stored at `path` if it is whole, for this very file, and sane."""
+    import json
+
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("identity") != identity:
+        return None
+    loudness, peak = data.get("loudness"), data.get("peak")
+    if not (loudness is None or (type(loudness) is float and math.isfinite(loudness))):
+        return None
+    if not (type(peak) is float and math.isfinite(peak) and peak >= 0.0):
+        return None
+    return Measure(-math.inf if loudness is None else loudness, peak)
+
+
+def measure(track: Track, rate: int, store: Path | None = None) -> Measure:
+    """The track's Measure, read from `store` (a folder) if it was measured before, else
+    measured (decoded, resampled in the bus's own blocks, K-weighted: about 1 s for ten
+    minutes of MP3) and stored there. The same file gives the same numbers either way
+    (JSON keeps a float exactly)."""
+    import hashlib
+    import json
+
+    from .cache import store_atomically
+    from .errors import AudioError
+
+    try:
+        identity = _identity(track, rate)
+    except OSError as e:
+        raise AudioError(f"cannot decode music '{track.path}': {e.strerror or e}") from None
+    path = None
+    if store is not None:
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        path = store / f"{key}.json"
+        found = _stored(path, identity)
+        if found is not None:
+            return found
+    resampled = _Resampled(track, rate)
+    meter, peak = LoudnessMeter(rate), 0.0
+    try:
+        for k in range(-(-resampled.length // resampled.block_out)):
+            block = resampled.block(k)[: resampled.length - k * resampled.block_out]
+            meter.feed(block)
+            peak = max(peak, float(np.max(np.abs(block))))
+    finally:
+        resampled.close()
+    loudness = gated_loudness(meter.step_energies(), step_samples(rate))
+    if path is not None:
+        store_atomically(path, json.dumps({
+            "identity": identity, "loudness": loudness if math.isfinite(loudness) else None,
+            "peak": peak}, sort_keys=True).encode())
+    return Measure(loudness, peak)
+
+
+class MusicBus:
+    """The music under a timeline that may still be growing: `lay` its sounds as they are
+    laid, `end` it once its length is known; `samples(start, end)` (levelled, faded,
+    ducked) of any stretch that is final (LOOK_AHEAD_S before what is laid, or all of it
+    once ended); a bound on its peak anywhere, for the ceiling."""
+
+    def __init__(self, tracks: Sequence[Track], rate: int, level_lu: float = MUSIC_LEVEL_LU,
+                 store: Path | None = None) -> None:
+        self.rate = rate
         self.tracks = tuple(tracks)
         self.level_lu = level_lu
+        self.store = store
+        """Where track measurements are kept (the cache's music/ folder); None: nowhere."""
         self._resampled = [_Resampled(t, rate) for t in self.tracks]
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cached = 0
         self._open: OrderedDict[int, None] = OrderedDict()
-        self.segments = self._lay_out()
-        self._segment_starts = [s.start for s in self.segments]
-        self._ducks = self._duck_regions(timeline)
-        self._duck_starts = [a for a, _ in self._ducks]
-        self._gains: list[float] | None = None
-        self._steps: tuple[np.ndarray, np.ndarray] | None = None
+        self._segments: list[_Segment] = []
+        self._segment_starts: list[int] = []
+        self._next = (0, 0, 0)  # the next segment's start, its index, its fade-in
+        self._ahead = 0  # segments before this have their tracks measured (measure_until)
+        self._ducks: list[tuple[int, int]] = []
+        self._duck_starts: list[int] = []
+        self._total: int | None = None
+        self._measures: dict[int, Measure] = {}
         self._lock = threading.RLock()
-        """The decoders and the block cache are shared state, and an MP3 is made by two
-        encoders at once (mp3.encode_split), each reading its half of the session."""
+        """The decoders, the block cache and the layout are shared state: an MP3 is made by
+        two encoders at once (mp3.encode_split), each reading its half of the session, and
+        a streamed session is laid while it plays."""
+        self._measuring = threading.Lock()
+        """One track measured at a time, with its own decoder (not under `_lock`, so the
+        bus plays on while the next track is measured)."""
 
     # -- layout ---------------------------------------------------------------------------
 
-    def _lay_out(self) -> tuple[_Segment, ...]:
+    def _lay_out(self, until: int) -> None:
+        """Every segment that starts before `until`: the tracks in turn, looped, each
+        crossfaded into the next. Where they fall does not depend on the session's length."""
         rate, lengths = self.rate, [r.length for r in self._resampled]
         crossfade = round(CROSSFADE_S * rate)
-        segments: list[_Segment] = []
-        start, i, fade_in = 0, 0, 0
-        while start < self.total_samples:
+        start, i, fade_in = self._next
+        while start < until:
             t = i % len(lengths)
             nxt = (i + 1) % len(lengths)
             fade_out = min(crossfade, lengths[t] // 2, lengths[nxt] // 2)
-            segments.append(_Segment(t, start, lengths[t], fade_in, fade_out))
+            self._segments.append(_Segment(t, start, lengths[t], fade_in, fade_out))
+            self._segment_starts.append(start)
             start += lengths[t] - fade_out
             fade_in = fade_out
             i += 1
-        return tuple(segments)
+        self._next = (start, i, fade_in)
 
-    def _duck_regions(self, timeline: Timeline) -> list[tuple[int, int]]:
-        """[start, end) of each stretch at full depth: every sound, with sounds closer than
-        the two ramps merged."""
+    @property
+    def segments(self) -> tuple[_Segment, ...]:
+        """The plays of tracks in the session (so far, while its length is not known)."""
+        with self._lock:
+            if self._total is None:
+                return tuple(self._segments)
+            self._lay_out(self._total)
+            return tuple(s for s in self._segments if s.start < self._total)
+
+    @property
+    def total_samples(self) -> int:
+        assert self._total is not None, "the session's length is not known yet"
+        return self._total
+
+    def lay(self, events: Sequence[Event]) -> None:
+        """Add sounds to the ducking (sorted by start, none before those laid): each
+        stretch at full depth is a sound, with sounds closer than the two ramps merged.
+        A sound laid later can change the ducking only from LOOK_AHEAD_S before its start."""
         fall, rise = round(DUCK_FALL_S * self.rate), round(DUCK_RISE_S * self.rate)
-        regions: list[list[int]] = []
-        for event in sorted(timeline.events, key=lambda e: e.start):
-            if regions and event.start - fall <= regions[-1][1] + rise:
-                regions[-1][1] = max(regions[-1][1], event.end)
-            else:
-                regions.append([event.start, event.end])
-        return [(a, b) for a, b in regions]
+        with self._lock:
+            for event in events:
+                if self._ducks and event.start - fall <= self._ducks[-1][1] + rise:
+                    a, b = self._ducks[-1]
+                    self._ducks[-1] = (a, max(b, event.end))
+                else:
+                    self._ducks.append((event.start, event.end))
+                    self._duck_starts.append(event.start)
+
+    def end(self, total: int) -> None:
+        """The session's length is known: the fade-out goes before it."""
+        with self._lock:
+            self._total = total
 
     # -- gains (a function of position only) ----------------------------------------------
 
     def duck_gain(self, start: int, end: int) -> np.ndarray:
         """The ducking's linear gain over [start, end): DUCK_DEPTH_DB down across each
         region, raised-cosine ramps in dB into and out of it."""
+        with self._lock:
+            return self._duck_gain(start, end)
+
+    def _duck_gain(self, start: int, end: int) -> np.ndarray:
         fall, rise = round(DUCK_FALL_S * self.rate), round(DUCK_RISE_S * self.rate)
         gain = np.ones(end - start)
         first = max(0, bisect.bisect_right(self._duck_starts, start + fall) - 1)
@@ -393,12 +541,13 @@ class MusicBus:
         return gain
 
     def _fades(self, start: int, end: int) -> np.ndarray:
-        """The session's fade-in and fade-out over [start, end)."""
+        """The session's fade-in, and once its length is known its fade-out, over [start, end)."""
         gain = np.ones(end - start)
         fade_in, fade_out = round(FADE_IN_S * self.rate), round(FADE_OUT_S * self.rate)
         _shape(gain, start, 0, fade_in, rising=True, into=True)
-        end_at = self.total_samples
-        _shape(gain, start, end_at - fade_out, end_at, rising=False, into=True)
+        if self._total is not None:
+            end_at = self._total
+            _shape(gain, start, end_at - fade_out, end_at, rising=False, into=True)
         return gain
 
     # -- samples --------------------------------------------------------------------------
@@ -446,117 +595,99 @@ class MusicBus:
             x[lo - start:] *= np.sin(0.5 * np.pi * u).astype(np.float32)
         return x
 
-    def _overlapping(self, start: int, end: int) -> Iterator[_Segment]:
+    def _overlapping(self, start: int, end: int) -> list[_Segment]:
+        self._lay_out(end)
         i = max(0, bisect.bisect_right(self._segment_starts, start) - 1)
-        while i > 0 and self.segments[i - 1].end > start:
+        while i > 0 and self._segments[i - 1].end > start:
             i -= 1
-        for seg in self.segments[i:]:
+        found = []
+        for seg in self._segments[i:]:
             if seg.start >= end:
                 break
             if seg.end > start:
-                yield seg
+                found.append(seg)
+        return found
 
     def samples(self, start: int, end: int) -> np.ndarray:
         """The bus over [start, end): levelled, crossfaded, faded and ducked; float32.
-        Safe to call from several threads (one at a time inside)."""
+        Safe to call from several threads (one at a time inside). The caller asks only
+        for what is final (render.Rendering)."""
         with self._lock:
             return self._samples(start, end)
 
     def _samples(self, start: int, end: int) -> np.ndarray:
-        end = min(end, self.total_samples)
+        if self._total is not None:
+            end = min(end, self._total)
         out = np.zeros(max(0, end - start), np.float32)
         if end <= start:
             return out
-        gains = self.gains
         for seg in self._overlapping(start, end):
             a, b = max(start, seg.start), min(end, seg.end)
-            out[a - start: b - start] += gains[seg.track] * self._segment_samples(seg, a, b)
-        out *= (self._fades(start, end) * self.duck_gain(start, end)).astype(np.float32)
+            out[a - start: b - start] += self.gain(seg.track) * self._segment_samples(seg, a, b)
+        out *= (self._fades(start, end) * self._duck_gain(start, end)).astype(np.float32)
         return out
 
-    # -- loudness -------------------------------------------------------------------------
+    # -- level and peak -------------------------------------------------------------------
+
+    def measured(self, t: int) -> Measure:
+        """Track t's Measure (measured on first use, or read from the store)."""
+        found = self._measures.get(t)
+        if found is None:
+            with self._measuring:
+                found = self._measures.get(t)
+                if found is None:
+                    found = measure(self.tracks[t], self.rate, self.store)
+                    self._measures[t] = found
+        return found
+
+    def gain(self, t: int) -> float:
+        """Track t's gain: to the voice's loudness plus `level_lu` over the whole track,
+        but its peak no higher than MUSIC_PEAK."""
+        m = self.measured(t)
+        target = SPEECH_LUFS + self.level_lu
+        gain = 10 ** ((target - m.loudness) / 20) if math.isfinite(m.loudness) else 0.0
+        return min(gain, MUSIC_PEAK / m.peak) if m.peak > 0 else gain
+
+    def measure_until(self, until: int) -> None:
+        """Measure now (not when they are mixed) the tracks that play before `until`:
+        render.py calls this as the timeline is laid, ahead of playback."""
+        with self._lock:
+            self._lay_out(until)
+            first = self._ahead
+            while self._ahead < len(self._segments) and self._segments[self._ahead].start < until:
+                self._ahead += 1
+            tracks = dict.fromkeys(s.track for s in self._segments[first: self._ahead])
+        for t in tracks:
+            self.measured(t)
 
     @property
     def gains(self) -> list[float]:
-        """Each track's gain to the voice's loudness plus `level_lu`."""
-        with self._lock:
-            if self._gains is None:
-                self._measure()
-            assert self._gains is not None
-            return self._gains
-
-    def _measure(self) -> None:
-        """One pass over the bus: each track's loudness over what plays of it, and the
-        K-weighted energy and peak per session step of each segment as it sounds (faded,
-        crossfaded, ducked), to be added up once the tracks' gains are known."""
-        step = step_samples(self.rate)
-        steps = self.total_samples // step
-        fine = step // PEAK_BLOCKS_PER_STEP
-        own: list[list[np.ndarray]] = [[] for _ in self.tracks]
-        placed: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-        block = 64 * step
-        measured: set[int] = set()
-        for seg in self.segments:
-            end = min(seg.end, self.total_samples)
-            # a track's loudness is taken over its first play; a later one repeats it
-            measure_raw = seg.track not in measured
-            measured.add(seg.track)
-            first_step = seg.start // step
-            raw_meter, heard_meter = LoudnessMeter(self.rate), LoudnessMeter(self.rate)
-            lead = seg.start - first_step * step
-            raw_meter.feed(np.zeros(lead, np.float32))
-            heard_meter.feed(np.zeros(lead, np.float32))
-            peaks: list[np.ndarray] = []
-            pending = np.zeros(lead, np.float32)  # peaks in blocks of `fine` from first_step
-            for a in range(seg.start, end, block):
-                b = min(a + block, end)
-                x = self._segment_samples(seg, a, b)
-                if measure_raw:
-                    raw_meter.feed(self._track_samples(seg.track, a - seg.start, b - seg.start))
-                heard = x * (self._fades(a, b) * self.duck_gain(a, b)).astype(np.float32)
-                heard_meter.feed(heard)
-                pending = np.concatenate([pending, np.abs(heard)])
-                whole = pending.shape[0] // fine * fine
-                peaks.append(pending[:whole].reshape(-1, fine).max(axis=1))
-                pending = pending[whole:]
-            heard_meter.feed(np.zeros(-(pending.shape[0]) % step, np.float32))
-            if pending.shape[0]:
-                peaks.append(np.array([pending.max()]))
-            if measure_raw:
-                own[seg.track].append(raw_meter.step_energies())
-            placed.append((seg.track, first_step, heard_meter.step_energies(),
-                           np.concatenate(peaks) if peaks else np.zeros(0)))
-        blocks = (steps + 1) * PEAK_BLOCKS_PER_STEP
-        target = SPEECH_LUFS + self.level_lu
-        gains = []
-        for parts in own:
-            loudness = gated_loudness(np.concatenate(parts), step) if parts else -math.inf
-            gains.append(10 ** ((target - loudness) / 20) if math.isfinite(loudness) else 0.0)
-        step_energies, block_peaks = np.zeros(steps + 1), np.zeros(blocks)
-        for t, first, energies, peaks_ in placed:
-            n = max(0, min(energies.shape[0], steps + 1 - first))
-            step_energies[first: first + n] += gains[t] ** 2 * energies[:n]
-            first *= PEAK_BLOCKS_PER_STEP
-            n = max(0, min(peaks_.shape[0], blocks - first))
-            block_peaks[first: first + n] += gains[t] * peaks_[:n]
-        self._gains = gains
-        self._steps = (step_energies, block_peaks)
-
-    def step_energies(self, steps: int) -> np.ndarray:
-        """The bus's K-weighted energy in each of the session's first `steps` 100 ms steps."""
-        with self._lock:
-            if self._steps is None:
-                self._measure()
-        assert self._steps is not None
-        return self._steps[0][:steps]
+        """Every track's gain (each measured, or read from the store)."""
+        return [self.gain(t) for t in range(len(self.tracks))]
 
     def peak(self, start: int, end: int) -> float:
-        """A bound on the bus's peak over [start, end)."""
+        """A bound on the bus's peak over [start, end): each track's levelled peak, two
+        crossfading together at most the root of the sum of their squares (a sine and a
+        cosine), at full depth if [start, end) lies inside one ducked stretch."""
         with self._lock:
-            if self._steps is None:
-                self._measure()
-        assert self._steps is not None
-        fine = step_samples(self.rate) // PEAK_BLOCKS_PER_STEP
-        peaks = self._steps[1]
-        lo, hi = start // fine, min(peaks.shape[0], -(-end // fine))
-        return float(peaks[lo:hi].max()) if hi > lo else 0.0
+            segments = self._overlapping(start, end)
+            i = bisect.bisect_right(self._duck_starts, start) - 1
+            ducked = i >= 0 and self._ducks[i][0] <= start and end <= self._ducks[i][1]
+        peaks = [self.gain(s.track) * self.measured(s.track).peak for s in segments]
+        bound = max(peaks, default=0.0)
+        for i in range(len(segments) - 1):
+            s, nxt = segments[i], segments[i + 1]
+            if max(nxt.start, start) < min(s.end, end):  # their crossfade is in the stretch
+                bound = max(bound, math.hypot(peaks[i], peaks[i + 1]))
+        return bound * 10 ** (-DUCK_DEPTH_DB / 20) if ducked else bound
+
+    def step_energies(self, steps: int) -> np.ndarray:
+        """The bus's K-weighted energy in each of the session's first `steps` 100 ms
+        steps: one pass over it (for measuring a session, not before playing it)."""
+        step = step_samples(self.rate)
+        meter = LoudnessMeter(self.rate)
+        total = min(self.total_samples, steps * step)
+        for a in range(0, total, 64 * step):
+            meter.feed(self.samples(a, min(a + 64 * step, total)))
+        energies = np.asarray(meter.step_energies(), dtype=np.float64)[:steps]
+        return np.pad(energies, (0, steps - energies.shape[0]))

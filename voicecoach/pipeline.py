@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import SAMPLE_RATE
 from .compile import Say, Script, Timed, compile_routine
 from .load import load
 from .model import Routine
@@ -89,8 +90,8 @@ def prepare(routine: Routine | str, variation: str | None = None,
     With `stream`, this returns at once: phrases are made in session order in the
     background (two at a time) and the timeline is laid as their lengths become known,
     so the first chunk can be played while the rest is made (see render.Rendering). The
-    samples are the same as without. A session with music is laid whole first (its
-    ducking and level are worked out over the session), stream or not."""
+    samples are the same as without. Music streams too: its first track is measured (or
+    its measurement read from the cache) beside the first phrases."""
     if isinstance(routine, str):
         routine = load(routine)
     voice = voice or VoiceSettings()
@@ -103,17 +104,19 @@ def prepare(routine: Routine | str, variation: str | None = None,
     tones = ToneBank(routine.sounds, _base_dir(routine))
     spec = SessionSpec(routine, script.variation, options, voice, music)
     adapt = not is_plain(options, voice)
-    if stream and not tracks:
-        rendering = Rendering(None, cache, tones)
-        _lay_in_background(script, texts, cache, tones, rendering, adapt, progress)
-        return Session(spec, routine, rendering)
-    _synthesize(cache, texts, progress)
-    timeline = schedule(script, cache.length, tones.length, adapt=adapt)
     bus = None
     if tracks:
         from .music import MusicBus
 
-        bus = MusicBus(tracks, timeline, music.level_lu)
+        folder = getattr(cache, "folder", None)  # the cache's phrases/: music/ goes beside it
+        bus = MusicBus(tracks, SAMPLE_RATE, music.level_lu,
+                       store=None if folder is None else Path(folder).parent / "music")
+    if stream:
+        rendering = Rendering(None, cache, tones, music=bus)
+        _lay_in_background(script, texts, cache, tones, rendering, adapt, progress)
+        return Session(spec, routine, rendering)
+    _synthesize(cache, texts, progress)
+    timeline = schedule(script, cache.length, tones.length, adapt=adapt)
     return Session(spec, routine, Rendering(timeline, cache, tones, music=bus))
 
 
@@ -144,6 +147,8 @@ def _lay_in_background(script: Script, texts: list[str], cache: PhraseCache, ton
 
     def lay() -> None:
         try:
+            if rendering.music is not None:  # the first track, measured beside the first phrases
+                rendering.music.measured(0)
             timeline = schedule(script, cache.length, tones.length, adapt=adapt,
                                 on_laid=rendering.extend)
         except BaseException as e:  # noqa: BLE001 - handed to whoever reads the stream

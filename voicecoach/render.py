@@ -14,10 +14,13 @@ the audio, from its sounds' energies in 5-sample bins (loudness.sound_summary). 
 export both read `Rendering.chunks`, so what is heard and what is written are the same
 samples.
 
-Music (music.py) goes under a whole timeline, never a growing one: its level and ducking
-are worked out over the session, so a session with music is laid before it plays. The
-voice keeps its constant gain under music, unless voice, tones and music together would
-pass the ceiling: then the whole mix is turned down to it.
+Music (music.py) goes under a growing timeline as under a whole one: each track's level
+is a constant of the track, and the music at a sample depends only on the sounds near it
+and on the session's end, so a chunk is final once the timeline is laid LOOK_AHEAD_S past
+it (and the stream waits, if it must, between sounds). The session's gain is the same
+constant under music; the music under a sound (ducked, its peak bounded from its tracks'
+measured peaks) counts with the sounds that overlap there, so a sound is turned down
+where the music under it would take it past the ceiling.
 """
 
 from __future__ import annotations
@@ -121,15 +124,17 @@ class Rendering:
     def __init__(self, timeline: Timeline | None, speech: PhraseCache, tones: ToneBank,
                  chunk_samples: int = CHUNK_SAMPLES, sample_rate: int = SAMPLE_RATE,
                  music: MusicBus | None = None) -> None:
-        if music is not None and timeline is None:
-            raise ValueError("music goes under a whole timeline, not a growing one")
         self.music = music
-        """Music under the voice (music.py): mixed in, and counted in the one gain."""
+        """Music under the voice (music.py): mixed in, and counted against the ceiling."""
         self.speech = speech
         self.tones = tones
         self.chunk_samples = chunk_samples
         self.sample_rate = sample_rate
-        self._gain: float | None = SESSION_GAIN if music is None else None
+        self._look_ahead = 0
+        if music is not None:
+            from .music import LOOK_AHEAD_S
+
+            self._look_ahead = round(LOOK_AHEAD_S * sample_rate)
         self.on_wait: Callable[[int], None] | None = None
         """Told of the sample at which the stream waits for speech still being made."""
         self.waiting_at: int | None = None
@@ -142,6 +147,8 @@ class Rendering:
         self._cluster_end = -1
         self._cluster_peak = 0.0
         self._frontier = 0
+        self._ready = 0
+        """Samples before this are final (the frontier, less the music's look-ahead)."""
         self._timeline: Timeline | None = None
         self._chapters: list[tuple[str, int]] = []
         self._spans: list[Span] = []
@@ -155,14 +162,8 @@ class Rendering:
     @property
     def gain(self) -> float:
         """The session's one gain, known before the first sample: every phrase and tone
-        was levelled when made. Under music (itself levelled to the voice) the same,
-        unless voice, tones and music together would pass the ceiling somewhere: then
-        the gain that keeps them under it (sounds are not turned down one by one under
-        music). Worked out once, on first use."""
-        if self._gain is None:
-            _, peak = self.loudness_and_peak()
-            self._gain = SESSION_GAIN if peak <= 0 else min(SESSION_GAIN, PEAK_CEILING / peak)
-        return self._gain
+        was levelled when made, and so is every track of music."""
+        return SESSION_GAIN
 
     # -- the timeline, as it grows
 
@@ -175,6 +176,9 @@ class Rendering:
             self._chapters = chapters
         if spans is not None:
             self._spans = spans
+        if self.music is not None:
+            self.music.lay(events)
+            self.music.measure_until(frontier)
         scales = [self._scale(e) for e in events]
         with self._changed:
             for event, scale in zip(events, scales, strict=True):
@@ -183,10 +187,24 @@ class Rendering:
                 self._max_ends.append(max(event.end, self._max_ends[-1] if self._max_ends else event.end))
                 self._scales.append(scale)
             self._frontier = max(self._frontier, frontier)
+            self._ready = self._frontier if self.music is None \
+                else self._between_sounds(self._frontier - self._look_ahead)
             self._changed.notify_all()
+
+    def _between_sounds(self, at: int) -> int:
+        """`at`, or if a sound laid plays across it, the start of the first such: the
+        stream waits only where no sound is cut (at the frontier itself, none is)."""
+        while at > 0:
+            i = bisect.bisect_right(self._max_ends, at)  # the first sound to end after `at`
+            if i == len(self._events) or self._starts[i] >= at:
+                break
+            at = self._starts[i]
+        return max(at, 0)
 
     def finish(self, timeline: Timeline) -> None:
         """The whole timeline is laid: the session's length is known."""
+        if self.music is not None:
+            self.music.end(timeline.duration_samples)
         with self._changed:
             self._timeline = timeline
             self._frontier = timeline.duration_samples
@@ -199,16 +217,16 @@ class Rendering:
             self._changed.notify_all()
 
     def _scale(self, event: Event) -> float:
-        """1, unless this sound overlaps sounds before it and their peaks together would
-        pass the ceiling at the session's gain: then it is turned down so they do not.
-        Only ever a later sound: what is before it may have been played already. Under
-        music, 1: the gain is worked out over the whole mix instead."""
-        if self.music is not None:
-            return 1.0
+        """1, unless this sound overlaps sounds before it and their peaks together (with
+        the music's under it) would pass the ceiling at the session's gain: then it is
+        turned down so they do not. Only ever a later sound: what is before it may have
+        been played already."""
         peak = self._summary_of(event)[0] * self.gain
         if event.start >= self._cluster_end:
             self._cluster_peak = 0.0
         room = PEAK_CEILING - self._cluster_peak
+        if self.music is not None:
+            room -= self.music.peak(event.start, event.end) * self.gain
         scale = 1.0 if peak <= room else max(0.0, room) / peak
         self._cluster_peak += scale * peak
         self._cluster_end = max(self._cluster_end, event.end)
@@ -379,8 +397,8 @@ class Rendering:
                         return stop
                     ahead = round(AHEAD_S * self.sample_rate) if stalled or first else self.chunk_samples
                     need = a + ahead if end is None else min(a + ahead, end)
-                    if self._frontier >= need or (self._frontier > a and not first and not stalled):
-                        return self._frontier if end is None else min(self._frontier, end)
+                    if self._ready >= need or (self._ready > a and not first and not stalled):
+                        return self._ready if end is None else min(self._ready, end)
                     if not first and not stalled:
                         stalled = True
                         self.waiting_at = a

@@ -20,6 +20,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -237,6 +238,41 @@ def test_a_signal_mid_export_removes_the_temporary_file(tmp_path: Path, signum: 
     name = signal.Signals(signum).name
     assert one_line(stderr) == ("Interrupted." if signum == signal.SIGINT else f"Stopped by {name}.")
     assert os.listdir(tmp_path) == []  # neither a temporary file nor half a session
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_taken_by_another_thread_while_the_temporary_file_is_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+    """The race the subprocess test above hits about once in a loaded full run, made
+    certain: the signal lands the instant the file exists, on a thread that does not
+    block it (the kernel's choice while the main thread does), so CPython raises in the
+    main thread at its next line."""
+    from voicecoach import files
+    from voicecoach.cli_common import Stopped, _stop
+
+    saved = signal.getsignal(signum)
+    if signum != signal.SIGINT:
+        signal.signal(signum, _stop)  # SIGTERM raises Stopped, as in the CLI
+    handler = signal.getsignal(signum)
+    made = files._create_temp_beside
+
+    def made_then_signalled(path: Path) -> Path:
+        temp = made(path)
+        other = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signum))
+        other.start()
+        other.join()
+        return temp
+
+    monkeypatch.setattr(files, "_create_temp_beside", made_then_signalled)
+    try:
+        with pytest.raises(KeyboardInterrupt if signum == signal.SIGINT else Stopped):
+            with files.temp_beside(tmp_path / "out.mp3"):
+                time.sleep(5)  # not reached: the signal is handled before the file is handed on
+        assert os.listdir(tmp_path) == []
+        if signum == signal.SIGINT:
+            assert signal.getsignal(signum) is handler  # put back as it was
+    finally:
+        signal.signal(signum, saved)
 
 
 def test_sigterm_mid_export_keeps_the_file_it_was_to_replace(tmp_path: Path) -> None:

@@ -26,10 +26,13 @@ import os
 import signal
 import re
 import stat
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from .errors import VoicecoachError
 
@@ -261,20 +264,53 @@ def temp_beside(path: Path) -> Iterator[Path]:
     the way out unless `install` gave it `path`'s name. Every atomic write goes through
     here: the outputs a person asks for (`atomic_path`) and the cache's entries.
 
-    Ctrl-C, SIGTERM or SIGHUP between creating the file and the `try` that removes it
-    would leave it behind: they wait, blocked, until the `try` has begun.
+    Ctrl-C, SIGTERM or SIGHUP while the file is being created would leave it behind: the
+    exception is raised in the main thread at whatever line it has reached. Blocking
+    the signals in this thread is not enough (a full test run under load once left a
+    file): the kernel then hands the signal to another thread, whose C handler still has
+    the main thread raise at its next line. So their
+    Python handlers are swapped for ones that only note the signal while the file is
+    made, and the noted signal is handled once the file is named for removal.
     """
-    stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    held = _HeldStops()
+    temp_path: Path | None = None
     try:
-        temp_path = _create_temp_beside(path)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a waiting signal arrives in the try
-    try:
+        try:
+            temp_path = _create_temp_beside(path)
+        finally:
+            held.release()  # a stop signal that came meanwhile raises here, inside the try
         yield temp_path
     finally:
-        with suppress(OSError):  # never let cleanup hide the reason we are cleaning up
-            temp_path.unlink(missing_ok=True)
+        if temp_path is not None:
+            with suppress(OSError):  # never let cleanup hide the reason we are cleaning up
+                temp_path.unlink(missing_ok=True)
+
+
+class _HeldStops:
+    """In the main thread (the only one where Python runs signal handlers, so the only
+    one a signal can interrupt): Ctrl-C, SIGTERM and SIGHUP noted, not acted on, until
+    release(), which puts their handlers back and calls them for what was noted."""
+
+    def __init__(self) -> None:
+        self._saved: dict[int, Callable[[int, FrameType | None], Any]] = {}
+        self._noted: list[int] = []
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            handler = signal.getsignal(signum)
+            if callable(handler):  # SIG_IGN and SIG_DFL never raise in Python
+                self._saved[signum] = handler
+                signal.signal(signum, self._note)
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self._noted.append(signum)
+
+    def release(self) -> None:
+        saved, self._saved = self._saved, {}
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        for signum in self._noted:
+            saved[signum](signum, None)
 
 
 def install(temp_path: Path, path: Path, *, replace: bool = True) -> None:

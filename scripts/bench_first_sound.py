@@ -3,6 +3,7 @@
 Run by hand (not by the tests: it times things, and the machine's load moves them):
 
     .venv/bin/python scripts/bench_first_sound.py [--runs 3] [--engines espeak piper] [--music PATH]
+    .venv/bin/python scripts/bench_first_sound.py --export-only [--runs 3]
 
 Measured, for each engine, runs interleaved so that load on the machine falls on all
 alike (medians, with the spread):
@@ -99,12 +100,17 @@ def main() -> None:
     parser.add_argument("--music", type=Path, metavar="PATH",
                         help="play (and warm up) with --music PATH: first sound of a session "
                              "with music (the music's fade-in counts as its first sound)")
+    parser.add_argument("--export-only", action="store_true",
+                        help="only the cold piper export against the peer (no first sound)")
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of another version (e.g. `git archive main | tar -x -C DIR`): "
                              "its first sounds measured interleaved with this one's")
     args = parser.parse_args()
     music = ["--music", str(args.music.resolve())] if args.music else []
     sys.path.insert(0, str(REPO))
+    if args.export_only:
+        export_only(args)
+        return
     from tests.pulse import PulseServer
 
     work = Path(tempfile.mkdtemp(prefix="vc-bench-first-"))
@@ -152,6 +158,23 @@ def main() -> None:
     print(f"\n{args.routine}{' with --music ' + args.music.name if args.music else ''}, {args.runs} runs each, interleaved (medians, min-max):")
     for row in rows:
         print("  " + row)
+
+
+def export_only(args: argparse.Namespace) -> None:
+    """The cold piper export against the peer, nothing else (no PulseAudio needed)."""
+    work = Path(tempfile.mkdtemp(prefix="vc-bench-export-"))
+    base = {k: v for k, v in os.environ.items() if k not in ("VOICECOACH_ENGINE", "PYTHONDONTWRITEBYTECODE")}
+    base["VOICECOACH_DATA_DIR"] = str(work / "data")
+    try:
+        load = os.getloadavg()
+        rows = export_against_peer(args, base, work)
+        after = os.getloadavg()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\n{args.routine}, {args.runs} runs each, interleaved (medians, min-max):")
+    for row in rows:
+        print("  " + row)
+    print(f"  load average (1 min): {load[0]:.2f} before, {after[0]:.2f} after")
 
 
 def export_against_peer(args: argparse.Namespace, base: dict[str, str], work: Path) -> list[str]:

@@ -6,6 +6,7 @@ where a missing extra would silently skip every test here, so they fail instead.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -109,6 +110,21 @@ def test_the_same_phrase_is_the_same_samples() -> None:
     """No sampling noise: the cache, the schedule and other processes always agree."""
     text = PHRASES[1]
     assert np.array_equal(vp.Piper().synthesize(text), vp.Piper().synthesize(text))
+
+
+def test_the_session_is_made_as_the_cache_key_says() -> None:
+    """One thread and basic graph optimisations (the key names both: other settings may
+    round differently), onnxruntime's memory arena and pattern kept (turning either off
+    measured higher peaks: see _open_voice)."""
+    onnxruntime = importlib.import_module("onnxruntime")
+    engine = vp.Piper()
+    options = vp._load(engine.model).session.get_session_options()  # type: ignore[attr-defined]
+    assert options.intra_op_num_threads == vp.SESSION_THREADS == 1
+    assert options.inter_op_num_threads == 1
+    assert options.execution_mode == onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert options.enable_cpu_mem_arena and options.enable_mem_pattern
+    assert "|threads 1|graph basic" in engine.key
 
 
 def test_rate_and_volume() -> None:

@@ -266,7 +266,25 @@ the same load. The model load comes before a cold `play`'s first sound."""
 
 
 def _open_voice(piper: Any, model: PiperModel) -> _PiperVoice:
-    """piper's PiperVoice.load, with onnxruntime's threads set (load takes no options)."""
+    """piper's PiperVoice.load, with onnxruntime's threads set (load takes no options).
+
+    onnxruntime's memory settings stay its defaults (arena, memory pattern): nothing
+    else measured lower. A cold export's peak is 166 MB before the first phrase (Python,
+    numpy, onnxruntime and this model, 63 MB of weights) plus the decoder's working
+    memory for the sentences being made, about 800 bytes per output sample whatever the
+    settings (six float tensors of 32 channels at its last upsampling stage, 145 MB for
+    mid-back-knot's longest sentence, 8.6 s): 390-500 MB for mid-back-knot, two phrases
+    at a time. Measured in one process, the same samples each time: without the arena
+    530-640 MB (malloc keeps what is freed), the arena growing by what is asked
+    (kSameAsRequested) 620-645 MB, shrinking it after every run 540 MB, memory pattern,
+    graph level, prepacking or initializers outside the arena within 20 MB; malloc_trim
+    after each phrase and M_ARENA_MAX=1 380-530 MB, no lower. One long sentence at a
+    time is 390 MB and 10% slower, 350 MB and 25% slower with the arena shrunk after
+    every run and malloc's mmap threshold fixed. Only running the decoder over windows
+    of a sentence goes lower (scripts/probe_decoder_windows.py: the same samples with
+    windows of more than 64 frames and 14 or more frames of context): 300 MB, 9% slower,
+    with windows of 160 frames; 255-265 MB, 12-20% slower, with the arena shrunk after
+    every run."""
     onnxruntime = importlib.import_module("onnxruntime")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = SESSION_THREADS

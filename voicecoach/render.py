@@ -148,6 +148,8 @@ class Rendering:
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         self._phrase = functools.lru_cache(maxsize=64)(speech.get)
+        self._peaks: dict[tuple[str, str], float] = {}
+        """Each sound's peak, read once: a sound said many times is not mapped again."""
         if timeline is not None:
             self.extend(list(timeline.events), timeline.duration_samples)
             self.finish(timeline)
@@ -205,7 +207,7 @@ class Rendering:
         music, 1: the gain is worked out over the whole mix instead."""
         if self.music is not None:
             return 1.0
-        peak = self._summary_of(event)[0] * self.gain
+        peak = self._peak_of(event) * self.gain
         if event.start >= self._cluster_end:
             self._cluster_peak = 0.0
         room = PEAK_CEILING - self._cluster_peak
@@ -271,6 +273,13 @@ class Rendering:
         if self.music is not None:
             out += self.music.samples(start, end)
         return out
+
+    def _peak_of(self, event: Event) -> float:
+        key = (event.kind, event.value)
+        peak = self._peaks.get(key)
+        if peak is None:
+            peak = self._peaks[key] = float(self._summary_of(event)[0])
+        return peak
 
     def _summary(self, index: int) -> np.ndarray:
         return self._summary_of(self._events[index])

@@ -260,10 +260,11 @@ def _pages(packets: Sequence[tuple[bytes, int]], serial: int, sequence: int) -> 
     return pages
 
 
-def join(first: BinaryIO, second: bytes, *, cut: int, total_samples: int) -> None:
+def join(first: BinaryIO, second: bytes, *, cut: int, total_samples: int) -> tuple[int, int]:
     """Join two encoders' Ogg Vorbis files into `first` (open for reading and writing):
     the first encoded samples [0, cut), the second [cut, total_samples), and the session
-    is silent over [cut - GUARD, cut + GUARD)."""
+    is silent over [cut - GUARD, cut + GUARD). Returns the join, (X, Y): the samples
+    before X are the first encoder's, those from Y on the second's, zeros between."""
     first.seek(0)
     one = _Stream.parse(first.read())
     two = _Stream.parse(second)
@@ -325,10 +326,10 @@ def join(first: BinaryIO, second: bytes, *, cut: int, total_samples: int) -> Non
     sequence = kept_pages
     out = _pages(packets, one.serial, sequence)
     sequence += len(out)
-    for page in range(int(starts[resume]), len(two.page_start)):
-        raw = bytearray(two.data[two.page_start[page]: two.page_end[page]])
-        granule = int(two.granule[page])
-        _HEADER.pack_into(raw, 0, b"OggS", 0, int(two.flags[page]),
+    for index in range(int(starts[resume]), len(two.page_start)):
+        raw = bytearray(two.data[two.page_start[index]: two.page_end[index]])
+        granule = int(two.granule[index])
+        _HEADER.pack_into(raw, 0, b"OggS", 0, int(two.flags[index]),
                           granule + cut if granule != -1 else -1, one.serial, sequence, 0,
                           raw[26])
         raw[22:26] = crc(bytes(raw)).to_bytes(4, "little")
@@ -338,3 +339,4 @@ def join(first: BinaryIO, second: bytes, *, cut: int, total_samples: int) -> Non
     for page in out:
         first.write(page)
     first.truncate()
+    return x, y

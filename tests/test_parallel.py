@@ -13,14 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 from click.testing import CliRunner
 
 from tests.test_faults import spawn, temps, wait_for_temp
 from voicecoach import SAMPLE_RATE, mp3, parallel
 from voicecoach.audiofile import write_audio
 from voicecoach.cli import cli
-from voicecoach.export import _silences, export_all, write_session
+from voicecoach.export import _silences, export_all
 from voicecoach.pipeline import prepare
 from voicecoach.spec import Options, SessionSpec
 
@@ -113,55 +112,3 @@ def test_a_signal_mid_all_variations_removes_every_temporary_file(tmp_path: Path
     assert "Traceback" not in stderr
     assert temps(tmp_path) == []
     assert not any(name.endswith(".mp3") for name in os.listdir(tmp_path)), os.listdir(tmp_path)
-
-
-def test_ahead_hands_on_every_item_in_order_and_an_error_in_its_place() -> None:
-    assert list(parallel.ahead(iter(range(100)), depth=3)) == list(range(100))
-
-    def failing() -> Iterator[int]:
-        yield 1
-        yield 2
-        raise ValueError("mixing failed")
-
-    got = []
-    with pytest.raises(ValueError, match="mixing failed"):
-        for item in parallel.ahead(failing()):
-            got.append(item)
-    assert got == [1, 2]
-
-
-def test_a_reader_that_stops_early_stops_the_maker() -> None:
-    made = []
-
-    def endless() -> Iterator[int]:
-        n = 0
-        while True:
-            made.append(n)
-            yield n
-            n += 1
-
-    items = parallel.ahead(endless(), depth=2)
-    assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
-    items.close()  # as a failed encoder drops its chunks
-    assert not any(t.name == "voicecoach-ahead" for t in threading.enumerate())
-    assert len(made) <= 5 + 2 + 1  # the depth ahead, and the one in hand
-
-
-@pytest.mark.parametrize("extension", [".wav", ".flac", ".mp3", ".ogg"])
-def test_mixing_ahead_of_the_encoder_writes_the_same_file(tmp_path: Path, extension: str,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks mixed in a thread of their own (parallel.ahead) while the encoder works:
-    the same bytes as mixed in turn (OGG: the same samples; its stream's serial number is
-    random)."""
-    session = prepare(ROUTINE, "kneeling", Options(reps=2))
-    ahead = tmp_path / f"ahead{extension}"
-    write_session(session, ahead)
-    monkeypatch.setattr(parallel, "ahead", lambda items, depth=2: iter(items))
-    in_turn = tmp_path / f"in-turn{extension}"
-    write_session(session, in_turn)
-    if extension == ".ogg":
-        one, _ = sf.read(ahead, dtype="float32")
-        two, _ = sf.read(in_turn, dtype="float32")
-        assert np.array_equal(one, two)
-    else:
-        assert ahead.read_bytes() == in_turn.read_bytes()

@@ -71,8 +71,7 @@ def _write(session: Session, path: Path, *, channels: int, captions: bool,
     chapters = [Chapter(s.title, s.start, s.end) for s in timeline.sections]
     rendering = session.rendering
     def read(start: int, end: int) -> Iterable[npt.NDArray[np.floating]]:
-        # mixed in a thread of their own while the encoder works on the chunks before
-        chunks = parallel.ahead(rendering.chunks(start, end))
+        chunks = rendering.chunks(start, end)
         return chunks if stop is None else parallel.checked(chunks, stop)
 
     # an MP3 may be cut at a silence and made by two encoders at once (mp3.py), alone or

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Stopped", "ahead", "checked", "locked", "run"]
+__all__ = ["Stopped", "checked", "locked", "run"]
 
 
 class Stopped(Exception):
@@ -30,54 +30,6 @@ def checked(items: Iterable[T], stop: Callable[[], None]) -> Iterator[T]:
     for item in items:
         stop()
         yield item
-
-
-def ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """The items, made by a thread of their own up to `depth` ahead of the one reading
-    them: a session's chunks are mixed while the encoder (C code that lets go of Python's
-    lock) is busy with the ones before. The same items in the same order; an error in
-    the making is raised here, in its place; closing this (or the reader failing)
-    stops the maker. The maker is born deaf to the stop signals (`workers_deaf`)."""
-    import queue
-
-    handed: queue.Queue[tuple[bool, object]] = queue.Queue(maxsize=depth)
-    stopping = threading.Event()
-
-    def make() -> None:
-        try:
-            for item in items:
-                while not stopping.is_set():
-                    try:
-                        handed.put((True, item), timeout=_POLL_S)
-                        break
-                    except queue.Full:
-                        continue
-                if stopping.is_set():
-                    return
-            outcome: tuple[bool, object] = (False, None)
-        except BaseException as error:  # noqa: BLE001 - raised again in the reader
-            outcome = (False, error)
-        while not stopping.is_set():
-            try:
-                handed.put(outcome, timeout=_POLL_S)
-                return
-            except queue.Full:
-                continue
-
-    maker = threading.Thread(target=make, name="voicecoach-ahead", daemon=True)
-    with workers_deaf():
-        maker.start()
-    try:
-        while True:
-            more, item = handed.get()
-            if not more:
-                if item is not None:
-                    raise item  # type: ignore[misc]  # a BaseException, from make()
-                return
-            yield item  # type: ignore[misc]  # a T, from make()
-    finally:
-        stopping.set()
-        maker.join()
 
 
 def locked(update: Callable[[int], None] | None) -> Callable[[int], None] | None:

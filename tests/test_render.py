@@ -104,6 +104,16 @@ def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  
     assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
 
 
+def test_a_tones_peak_is_its_summarys_first_value() -> None:
+    """Rendering scales overlapping sounds by their peaks: read from a tone directly,
+    it is the very number its summary holds, so the samples are the same either way."""
+    from voicecoach.render import ToneBank
+
+    bank = ToneBank()
+    for kind in tones.TONE_KINDS:
+        assert bank.peak(kind) == bank.summary(kind, SR)[0]
+
+
 def test_a_session_of_tones_stays_under_the_voice_and_the_ceiling(tmp_path: Path) -> None:
     """A session of tones with a word or two: tones are levelled 2 LU under the voice when
     they are made, and the session's one gain is fixed, so it comes out quieter than a
@@ -361,7 +371,8 @@ def test_sliding_minimum_is_the_minimum_of_every_window(n: int, k: int) -> None:
 
 def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) -> None:
     """What keeps a warm export quick: jsonschema only for a routine not checked before,
-    mutagen only to tag MP3/OGG/FLAC, scipy never."""
+    mutagen only to tag MP3/OGG/FLAC, scipy never, numpy.fft only to level new phrases
+    (the tones' peaks are read without their K-weighting)."""
     import subprocess
     import sys
 
@@ -371,13 +382,14 @@ def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) ->
         "from voicecoach.cli import main\n"
         f"sys.argv = ['voicecoach', 'export', {str(SHORT_ROUTINE)!r}, '-o', sys.argv[1]]\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
-        "print(code, sorted(m for m in ('jsonschema', 'mutagen', 'scipy') if m in sys.modules))\n"
+        "print(code, sorted(m for m in ('jsonschema', 'mutagen', 'scipy', 'numpy.fft')\n"
+        "                   if m in sys.modules))\n"
     )
     env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "cache")}
     runs = [subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True,
                            text=True, env=env, check=True).stdout.splitlines()[-1] for out in outs]
     # each export succeeded (exit code 0); the first checks the routine, later ones need not
-    assert runs == ["0 ['jsonschema']", "0 []"]
+    assert runs == ["0 ['jsonschema', 'numpy.fft']", "0 []"]
     shown = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", "--json",
                             SHORT_ROUTINE], capture_output=True, text=True, env=env, check=True)
     length = round(json.loads(shown.stdout)["duration"] * SR)

@@ -71,6 +71,12 @@ class ToneBank:
     def length(self, kind: str) -> int:
         return int(self._tones[kind].shape[0])
 
+    def peak(self, kind: str) -> float:
+        """The tone's peak, as the first value of its summary, without the K-weighting
+        the rest of the summary costs (a plain session needs only the peaks)."""
+        samples = self._tones[kind]
+        return max(float(np.max(samples)), -float(np.min(samples))) if samples.size else 0.0
+
     def summary(self, kind: str, rate: int) -> np.ndarray:
         """The tone's peak and K-weighted energies, as PhraseCache.summary."""
         if kind not in self._summaries:
@@ -278,7 +284,8 @@ class Rendering:
         key = (event.kind, event.value)
         peak = self._peaks.get(key)
         if peak is None:
-            peak = self._peaks[key] = float(self._summary_of(event)[0])
+            peak = self._peaks[key] = (float(self.speech.summary(event.value)[0])
+                                       if event.kind == "speech" else self.tones.peak(event.value))
         return peak
 
     def _summary(self, index: int) -> np.ndarray:

@@ -28,7 +28,7 @@ from .audiofile import (
 from . import parallel
 from .errors import UsageError
 from .files import check_target, is_dir, make_folder
-from .pipeline import Progress, Session, open_session
+from .pipeline import Progress, Session, open_session, phrase_cache
 from .schedule import Timeline
 from .spec import SessionSpec
 
@@ -153,9 +153,10 @@ def export_all(spec: SessionSpec, folder: Path, fmt: str, *, channels: int = 1,
         _check_outputs(path, captions)
     check_target(playlist)
     sessions: list[Session] = []
+    cache = phrase_cache(spec.voice)  # one for all: a phrase they share is checked once
     for variation in loaded.variations:
         session = open_session(replace(spec, routine=loaded, variation=variation.name),
-                               progress=progress)
+                               cache=cache, progress=progress)
         if notify:
             notify(session)
         sessions.append(session)

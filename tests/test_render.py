@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from tests import tone_detect
 from voicecoach import SAMPLE_RATE, tones
 from voicecoach.cli import cli
+from voicecoach.audiofile import Chapter
 from voicecoach.compile import Options
 from voicecoach.pipeline import prepare
 from voicecoach.schedule import Timeline
@@ -344,6 +345,29 @@ def test_limiter_holds_peaks_under_the_ceiling_without_clipping() -> None:
     ratio = np.where(np.abs(signal) > 0.05, out / np.where(signal == 0, 1, signal), np.nan)
     assert np.nanmax(np.abs(np.diff(ratio))) < 0.01  # the gain dips smoothly: no hard clip
     assert np.nanmin(ratio) < 0.75
+
+
+@pytest.mark.parametrize("extension", [".wav", ".flac", ".mp3", ".ogg"])
+def test_export_mixes_in_bigger_chunks_than_play_and_writes_the_same_file(
+        tmp_path: Path, extension: str) -> None:
+    """export.CHUNK_SAMPLES (4 s) against play's 1-second chunks: the same bytes (OGG: the
+    same samples, its stream's serial number is random), the MP3 and OGG cut in two."""
+    from voicecoach.audiofile import Seekable, write_audio
+    from voicecoach.export import CHUNK_SAMPLES, _silences, write_session
+
+    session = prepare("mid-back-knot", "kneeling", Options(reps=2))
+    rendering, timeline = session.rendering, session.timeline
+    assert CHUNK_SAMPLES > rendering.chunk_samples
+    big, small = tmp_path / f"big{extension}", tmp_path / f"small{extension}"
+    write_session(session, big)
+    write_audio(small, Seekable(rendering.chunks, _silences(timeline)),
+                total_samples=timeline.duration_samples,
+                title=f"{timeline.title} ({timeline.variation})",
+                chapters=[Chapter(s.title, s.start, s.end) for s in timeline.sections])
+    if extension == ".ogg":
+        assert np.array_equal(soundfile.read(big)[0], soundfile.read(small)[0])
+    else:
+        assert big.read_bytes() == small.read_bytes()
 
 
 def test_the_exported_wav_holds_the_rendered_samples_to_the_least_bit(tmp_path: Path) -> None:

@@ -353,8 +353,10 @@ class Rendering:
             peak = max(peak, music.peak(0, self.total_samples))
         return peak
 
-    def chunks(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
-        """Levelled float32 mono chunks from `start` to `end` (the end of the session).
+    def chunks(self, start: int = 0, end: int | None = None,
+               size: int | None = None) -> Iterator[np.ndarray]:
+        """Levelled float32 mono chunks from `start` to `end` (the end of the session), of
+        `size` samples (chunk_samples unless given; the last may be shorter).
 
         While the timeline grows, a chunk is mixed once it is final. If the stream
         catches up with what is laid, it hands on what is final and then waits there:
@@ -371,7 +373,7 @@ class Rendering:
                 return
             first = False
             while a < b:
-                c = min(a + self.chunk_samples, b)
+                c = min(a + (size or self.chunk_samples), b)
                 chunk = self.mix(a, c)
                 chunk *= gain
                 yield chunk

@@ -129,8 +129,23 @@ def test_the_join_gives_each_encoders_own_samples_on_its_side(tmp_path: Path, ch
     assert granules == sorted(granules) and granules[-1] == total
 
 
+@pytest.fixture
+def joins(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Where each join vorbis.join made (so a test knows two encoders wrote its file)."""
+    made: list[tuple[int, int]] = []
+    join = vorbis.join
+
+    def recorded(*args: object, **kwargs: int) -> tuple[int, int]:
+        made.append(join(*args, **kwargs))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(vorbis, "join", recorded)
+    return made
+
+
 @pytest.mark.parametrize("channels", [1, 2])
-def test_two_encoders_write_what_one_does(tmp_path: Path, channels: int) -> None:
+def test_two_encoders_write_what_one_does(tmp_path: Path, channels: int,
+                                         joins: list[tuple[int, int]]) -> None:
     total = 2 * MINUTE + 12345  # off every grid
     signal = session_like(total)
     silences = silences_of(signal)
@@ -141,6 +156,7 @@ def test_two_encoders_write_what_one_does(tmp_path: Path, channels: int) -> None
                 total_samples=total, channels=channels, chapters=chapters, title="T")
     write_audio(single, chunked(signal, 0, total), total_samples=total, channels=channels,
                 chapters=chapters, title="T")
+    assert len(joins) == 1  # the split file's, the other by one encoder
     one, two = decoded(single), decoded(split)
     assert len(two) == len(one) == total
     assert sf.info(split).frames == total
@@ -168,7 +184,8 @@ def test_libvorbisfile_decodes_the_joined_stream_whole(tmp_path: Path) -> None:
     assert sf.info(tmp_path / "out.wav").frames == total
 
 
-def test_a_session_in_two_halves_keeps_every_tone_on_its_sample(tmp_path: Path) -> None:
+def test_a_session_in_two_halves_keeps_every_tone_on_its_sample(
+        tmp_path: Path, joins: list[tuple[int, int]]) -> None:
     """mid-back-knot (9 minutes): the OGG decodes to the WAV's length, every tone's
     waveform best matches at exactly its scheduled sample, and the chapters are on the
     WAV's milliseconds."""
@@ -177,6 +194,7 @@ def test_a_session_in_two_halves_keeps_every_tone_on_its_sample(tmp_path: Path) 
     assert vorbis.find_cut(timeline.duration_samples, _silences(timeline)) is not None
     path = tmp_path / "session.ogg"
     write_session(session, path)
+    assert len(joins) == 1
     samples = decoded(path)
     assert len(samples) == timeline.duration_samples
     tone_events = [e for e in timeline.events if e.kind == "tone"]
@@ -192,6 +210,26 @@ def test_a_session_in_two_halves_keeps_every_tone_on_its_sample(tmp_path: Path) 
     for number, section in enumerate(timeline.sections, start=1):
         ms = (section.start * 1000 + SR // 2) // SR
         assert tags[f"CHAPTER{number:03d}"] == [audiofile._clock(ms)]
+
+
+def test_a_join_refused_is_encoded_again_by_one_encoder(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another libvorbis might write its streams otherwise: the join refuses them, and the
+    file is one encoder's, whole, each sample counted once by the progress display."""
+    def refuse(*args: object, **kwargs: object) -> tuple[int, int]:
+        raise vorbis.CannotJoin("the second Vorbis encoder made no silent block")
+
+    monkeypatch.setattr(vorbis, "join", refuse)
+    total = 2 * MINUTE + 12345
+    signal = session_like(total)
+    counted: list[int] = []
+    path, single = tmp_path / "refused.ogg", tmp_path / "single.ogg"
+    write_audio(path, Seekable(lambda a, b: chunked(signal, a, b), silences_of(signal)),
+                total_samples=total, progress=counted.append)
+    write_audio(single, chunked(signal, 0, total), total_samples=total)
+    assert sum(counted) == total
+    assert np.array_equal(decoded(path), decoded(single))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["refused.ogg", "single.ogg"]
 
 
 def test_the_samples_around_a_cut_must_be_silent(tmp_path: Path) -> None:

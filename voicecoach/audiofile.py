@@ -309,7 +309,8 @@ def _encode_vorbis_split(
     """Two libvorbis encoders at once, one on each side of `cut` (vorbis.find_cut): the
     second in a thread (libsndfile lets go of Python's lock), into an unnamed file beside
     the temporary one; then its packets are joined to the first's in one logical stream
-    (vorbis.join). Decodes to total_samples exactly."""
+    (vorbis.join), or, if the join is refused, the session encoded again by one encoder.
+    Decodes to total_samples exactly."""
     from . import vorbis
     from .parallel import Stopped, workers_deaf
 
@@ -369,8 +370,14 @@ def _encode_vorbis_split(
             joined = spill.read()
             with temp_path.open("r+b") as out:
                 vorbis.join(out, joined, cut=cut, total_samples=total_samples)
+            return
+        except vorbis.CannotJoin:
+            pass  # encoded again below, by one encoder
         except OSError as error:
             raise _WriteFailed(error.strerror or str(error)) from error
+    _write_sndfile(os.fsencode(temp_path), temp_path, "OGG", source.read(0, total_samples),
+                   total_samples=total_samples, sample_rate=sample_rate, channels=channels,
+                   progress=None)  # every sample was counted once already
 
 
 def _counted(chunks: Iterable[npt.NDArray[np.floating]],

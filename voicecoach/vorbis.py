@@ -27,8 +27,11 @@ second encoder's padding as it trimmed it in its own file.
 Every assumption is checked on the encoders' own output before anything is joined: the
 same headers, each page's granule position equal to the sums (which checks the block
 sizes read from the packets), every long block's window flags naming its neighbours'
-sizes (which checks where those flags sit), and the bridge landing on Y. A stream that
-fails a check is an AssertionError, as a failed join is in mp3.py.
+sizes (which checks where those flags sit), silent blocks where the session is silent,
+and the bridge landing on Y. A stream that fails a check raises CannotJoin, with the
+first encoder's file as it was: the session is then encoded again by one encoder
+(audiofile.py), slower, never wrong; another libvorbis than the one python-soundfile
+ships might write silence otherwise.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import BinaryIO
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CUT_GRID", "GUARD", "MIN_PART_SAMPLES", "find_cut", "join"]
+__all__ = ["CUT_GRID", "GUARD", "MIN_PART_SAMPLES", "CannotJoin", "find_cut", "join"]
 
 CUT_GRID = 4096
 """The second encoder starts on a multiple of this: half a short block divides it (libvorbis's
@@ -76,6 +79,10 @@ def find_cut(total_samples: int, silences: Sequence[tuple[int, int]]) -> int | N
     if best is None or not MIN_PART_SAMPLES <= best <= total_samples - MIN_PART_SAMPLES:
         return None
     return best
+
+
+class CannotJoin(Exception):
+    """The encoders' streams are not as the join needs them (the message says how)."""
 
 
 # --- Ogg pages ------------------------------------------------------------------------
@@ -137,7 +144,7 @@ class _Stream:
         while at < len(data):
             capture, version, flag, granule, serial, _, _, count = _HEADER.unpack_from(data, at)
             if capture != b"OggS" or version != 0:
-                raise AssertionError(f"libsndfile's Ogg file holds no page at byte {at}")
+                raise CannotJoin(f"libsndfile's Ogg file holds no page at byte {at}")
             lacing = data[at + 27: at + 27 + count]
             body = at + 27 + count
             starts.append(at)
@@ -149,7 +156,7 @@ class _Stream:
             at = body + sum(lacing)
             ends.append(at)
         if len(set(serials)) != 1:
-            raise AssertionError("libsndfile's Ogg file holds more than one stream")
+            raise CannotJoin("libsndfile's Ogg file holds more than one stream")
         size = np.frombuffer(b"".join(lacings), np.uint8).astype(np.int64)
         counts = np.array([len(lacing) for lacing in lacings], np.int64)
         page = np.repeat(np.arange(len(lacings)), counts)
@@ -197,11 +204,11 @@ def _blocks(stream: _Stream, samples: int) -> _Blocks:
     """Read and check the block sizes of a stream `samples` long (see the module's text)."""
     ident = stream.packet(0)
     if ident[:7] != b"\x01vorbis" or stream.packet_size.size <= _HEADERS + 1:
-        raise AssertionError("libsndfile's Ogg file is not the Vorbis stream expected")
+        raise CannotJoin("libsndfile's Ogg file is not the Vorbis stream expected")
     short, long = 1 << (ident[28] & 15), 1 << (ident[28] >> 4)
     first = stream.first_bytes()[_HEADERS:]
     if np.any(first & 1):
-        raise AssertionError("a Vorbis audio packet is marked as a header")
+        raise CannotJoin("a Vorbis audio packet is marked as a header")
     is_long = (first >> 1 & 1).astype(bool)  # libvorbis's two modes: 0 short, 1 long
     quarter = np.where(is_long, long // 4, short // 4)
     center = np.concatenate(([0], np.cumsum(quarter[:-1] + quarter[1:])))
@@ -213,12 +220,12 @@ def _blocks(stream: _Stream, samples: int) -> _Blocks:
     found = stream.granule[audio_pages]
     if not (np.array_equal(found[:-1], expected[:-1]) and found[-1] == samples
             and expected[-2] <= samples <= expected[-1]):
-        raise AssertionError("libvorbis's granule positions are not the block sums expected")
+        raise CannotJoin("libvorbis's granule positions are not the block sums expected")
     # a long block's flags name its neighbours' sizes (they follow the mode number)
     inner = np.flatnonzero(is_long[1:-1]) + 1
     if not (np.array_equal(first[inner] >> 2 & 1, is_long[inner - 1])
             and np.array_equal(first[inner] >> 3 & 1, is_long[inner + 1])):
-        raise AssertionError("libvorbis's window flags are not where expected")
+        raise CannotJoin("libvorbis's window flags are not where expected")
     return _Blocks(is_long, stream.packet_size[_HEADERS:] == 1, center,
                    (short // 4, long // 4))
 
@@ -264,32 +271,33 @@ def join(first: BinaryIO, second: bytes, *, cut: int, total_samples: int) -> tup
     """Join two encoders' Ogg Vorbis files into `first` (open for reading and writing):
     the first encoded samples [0, cut), the second [cut, total_samples), and the session
     is silent over [cut - GUARD, cut + GUARD). Returns the join, (X, Y): the samples
-    before X are the first encoder's, those from Y on the second's, zeros between."""
+    before X are the first encoder's, those from Y on the second's, zeros between.
+    CannotJoin, with `first` untouched, if the streams are not as expected."""
     first.seek(0)
     one = _Stream.parse(first.read())
     two = _Stream.parse(second)
     for header in (0, 2):  # identification and setup; the comments are the first's
         if one.packet(header) != two.packet(header):
-            raise AssertionError("the two Vorbis encoders wrote different headers")
+            raise CannotJoin("the two Vorbis encoders wrote different headers")
     a, b = _blocks(one, cut), _blocks(two, total_samples - cut)
     short_q, long_q = a.quarter
     # the second encoder's first silent long block, and where its centre is in the session
     k = next((int(i) for i in np.flatnonzero(b.long & b.silent) if i > 0), None)
     if k is None or b.center[k] + 2 * long_q > GUARD:
-        raise AssertionError(f"the second Vorbis encoder made no silent block after {cut}")
+        raise CannotJoin(f"the second Vorbis encoder made no silent block after {cut}")
     y = cut + int(b.center[k])
     # the first's last silent long block at least a long block before it, in the silence
     fits = np.flatnonzero(a.long & a.silent & (a.center <= y - 2 * long_q)
                           & (a.center >= cut - GUARD + 2 * long_q))
     if not fits.size:
-        raise AssertionError(f"the first Vorbis encoder made no silent block before {cut}")
+        raise CannotJoin(f"the first Vorbis encoder made no silent block before {cut}")
     j = int(fits[-1])
     x = int(a.center[j])
     gap = y - x - 2 * long_q  # what the bridge's blocks must add up to
     longs, rest = divmod(gap, 2 * long_q)
     shorts, left = divmod(rest, 2 * short_q)
     if gap < 0 or left:
-        raise AssertionError(f"no blocks bridge {x} to {y}")
+        raise CannotJoin(f"no blocks bridge {x} to {y}")
     kinds = [True] + [True] * longs + [False] * shorts + [True]  # long: j, bridge, k
     bridge = []
     at = x
@@ -299,7 +307,7 @@ def join(first: BinaryIO, second: bytes, *, cut: int, total_samples: int) -> tup
             bridge.append((_long_packet(kinds[n - 1], kinds[n + 1]) if kinds[n]
                            else _SHORT_PACKET, at))
     if at != y:
-        raise AssertionError(f"the bridge lands on {at}, not {y}")
+        raise CannotJoin(f"the bridge lands on {at}, not {y}")
     # pages kept as they are: the first's up to the last one ending with a packet before
     # j, the second's from the first one starting with a packet after k (moved on by cut)
     ends = one.segment_page[one.packet_last]
@@ -307,13 +315,13 @@ def join(first: BinaryIO, second: bytes, *, cut: int, total_samples: int) -> tup
     keep = np.flatnonzero(page_ends[:_HEADERS + j])
     keep = keep[keep >= _HEADERS - 1]
     if not keep.size:
-        raise AssertionError("no page of the first Vorbis encoder ends before the join")
+        raise CannotJoin("no page of the first Vorbis encoder ends before the join")
     last_kept = int(keep[-1])  # the last packet on the last page kept
     starts = two.segment_page[two.packet_first]
     page_starts = np.flatnonzero(np.r_[True, two.segment_page[two.packet_last[:-1]] != starts[1:]])
     later = page_starts[page_starts > _HEADERS + k]
     if not later.size:
-        raise AssertionError("no page of the second Vorbis encoder starts after the join")
+        raise CannotJoin("no page of the second Vorbis encoder starts after the join")
     resume = int(later[0])  # the first packet of the second's pages kept
     packets = [(one.packet(i), int(a.center[i - _HEADERS]))
                for i in range(last_kept + 1, _HEADERS + j)]

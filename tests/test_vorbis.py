@@ -212,6 +212,24 @@ def test_a_session_in_two_halves_keeps_every_tone_on_its_sample(
         assert tags[f"CHAPTER{number:03d}"] == [audiofile._clock(ms)]
 
 
+def test_a_stream_not_as_expected_is_refused_and_the_first_file_left_as_it_was(
+        tmp_path: Path) -> None:
+    total = 2 * MINUTE
+    signal = session_like(total)
+    cut = vorbis.find_cut(total, silences_of(signal))
+    assert cut is not None
+    first, second = tmp_path / "first.ogg", tmp_path / "second.ogg"
+    encode(first, signal[:cut])
+    encode(second, signal[cut:])
+    before = first.read_bytes()
+    other = tmp_path / "other.ogg"
+    encode(other, signal[cut:], channels=2)  # other headers
+    for wrong in (second.read_bytes()[:-100], other.read_bytes(), b"", b"OggS" + bytes(40)):
+        with first.open("r+b") as out, pytest.raises(vorbis.CannotJoin):
+            vorbis.join(out, wrong, cut=cut, total_samples=total)
+        assert first.read_bytes() == before
+
+
 def test_a_join_refused_is_encoded_again_by_one_encoder(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Another libvorbis might write its streams otherwise: the join refuses them, and the

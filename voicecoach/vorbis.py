@@ -89,7 +89,8 @@ class CannotJoin(Exception):
 
 _HEADER = struct.Struct("<4sBBqIIIB")
 """capture pattern, version, flags, granule position, serial, sequence, CRC, segments"""
-_CONTINUED, _FIRST, _LAST = 1, 2, 4
+_CONTINUED = 1
+"""A page's flag: its first segment goes on with the packet the page before ended in."""
 _BODY_TARGET = 4096
 """A page is closed once its body reaches this (libogg's own size)."""
 
@@ -118,8 +119,9 @@ class _Stream:
     """One encoder's Ogg Vorbis file: its pages, and its packets in order (headers first).
 
     A packet is a run of segments ending with one shorter than 255 bytes; numpy arrays
-    hold, per page, where it starts and ends and its header fields, and per packet its
-    first segment, its last segment's page, its size and its first byte."""
+    hold, per page, where it starts and ends and its header fields; per segment, where
+    its bytes are, how many and on which page; per packet, its first and last segment
+    and its size."""
 
     data: bytes
     page_start: npt.NDArray[np.int64]
@@ -142,6 +144,8 @@ class _Stream:
         starts, ends, flags, granules, serials, lacings, bodies = [], [], [], [], [], [], []
         at = 0
         while at < len(data):
+            if at + _HEADER.size > len(data):
+                raise CannotJoin(f"libsndfile's Ogg file ends inside a page at byte {at}")
             capture, version, flag, granule, serial, _, _, count = _HEADER.unpack_from(data, at)
             if capture != b"OggS" or version != 0:
                 raise CannotJoin(f"libsndfile's Ogg file holds no page at byte {at}")
@@ -155,8 +159,8 @@ class _Stream:
             bodies.append(body)
             at = body + sum(lacing)
             ends.append(at)
-        if len(set(serials)) != 1:
-            raise CannotJoin("libsndfile's Ogg file holds more than one stream")
+        if len(set(serials)) != 1 or at != len(data):
+            raise CannotJoin("libsndfile's Ogg file is not one whole stream")
         size = np.frombuffer(b"".join(lacings), np.uint8).astype(np.int64)
         counts = np.array([len(lacing) for lacing in lacings], np.int64)
         page = np.repeat(np.arange(len(lacings)), counts)
@@ -166,6 +170,8 @@ class _Stream:
             if len(size) else within
         segment_at = np.array(bodies, np.int64)[page] + within
         last = np.flatnonzero(size < 255)
+        if not last.size:
+            raise CannotJoin("libsndfile's Ogg file holds no packet")
         first = np.concatenate(([0], last[:-1] + 1))
         total = np.cumsum(size)
         packet_size = total[last] - total[first] + size[first]

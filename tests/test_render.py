@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from tests import tone_detect
 from voicecoach import SAMPLE_RATE, tones
 from voicecoach.cli import cli
+from voicecoach.audiofile import Chapter
 from voicecoach.compile import Options
 from voicecoach.pipeline import prepare
 from voicecoach.schedule import Timeline
@@ -102,6 +103,16 @@ def test_loudness_and_peak_mono(wav_session: tuple[np.ndarray, dict]) -> None:  
     # on target to the precision the renderer reaches (measured -19.0003 LUFS after 16 bits)
     assert loudness == pytest.approx(MONO_LUFS, abs=LOSSLESS_LU)
     assert 20 * np.log10(np.max(np.abs(samples))) <= -1.0
+
+
+def test_a_tones_peak_is_its_summarys_first_value() -> None:
+    """Rendering scales overlapping sounds by their peaks: read from a tone directly,
+    it is the very number its summary holds, so the samples are the same either way."""
+    from voicecoach.render import ToneBank
+
+    bank = ToneBank()
+    for kind in tones.TONE_KINDS:
+        assert bank.peak(kind) == bank.summary(kind, SR)[0]
 
 
 def test_a_session_of_tones_stays_under_the_voice_and_the_ceiling(tmp_path: Path) -> None:
@@ -336,6 +347,29 @@ def test_limiter_holds_peaks_under_the_ceiling_without_clipping() -> None:
     assert np.nanmin(ratio) < 0.75
 
 
+@pytest.mark.parametrize("extension", [".wav", ".flac", ".mp3", ".ogg"])
+def test_export_mixes_in_bigger_chunks_than_play_and_writes_the_same_file(
+        tmp_path: Path, extension: str) -> None:
+    """export.CHUNK_SAMPLES (4 s) against play's 1-second chunks: the same bytes (OGG: the
+    same samples, its stream's serial number is random), the MP3 and OGG cut in two."""
+    from voicecoach.audiofile import Seekable, write_audio
+    from voicecoach.export import CHUNK_SAMPLES, _silences, write_session
+
+    session = prepare("mid-back-knot", "kneeling", Options(reps=2))
+    rendering, timeline = session.rendering, session.timeline
+    assert CHUNK_SAMPLES > rendering.chunk_samples
+    big, small = tmp_path / f"big{extension}", tmp_path / f"small{extension}"
+    write_session(session, big)
+    write_audio(small, Seekable(rendering.chunks, _silences(timeline)),
+                total_samples=timeline.duration_samples,
+                title=f"{timeline.title} ({timeline.variation})",
+                chapters=[Chapter(s.title, s.start, s.end) for s in timeline.sections])
+    if extension == ".ogg":
+        assert np.array_equal(soundfile.read(big)[0], soundfile.read(small)[0])
+    else:
+        assert big.read_bytes() == small.read_bytes()
+
+
 def test_the_exported_wav_holds_the_rendered_samples_to_the_least_bit(tmp_path: Path) -> None:
     """The 16-bit conversion (numpy's, not libsndfile's) rounds the levelled chunks."""
     from voicecoach.export import write_session
@@ -361,7 +395,8 @@ def test_sliding_minimum_is_the_minimum_of_every_window(n: int, k: int) -> None:
 
 def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) -> None:
     """What keeps a warm export quick: jsonschema only for a routine not checked before,
-    mutagen only to tag MP3/OGG/FLAC, scipy never."""
+    mutagen only to tag MP3/OGG/FLAC, scipy never, numpy.fft only to level new phrases
+    (the tones' peaks are read without their K-weighting)."""
     import subprocess
     import sys
 
@@ -371,13 +406,14 @@ def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) ->
         "from voicecoach.cli import main\n"
         f"sys.argv = ['voicecoach', 'export', {str(SHORT_ROUTINE)!r}, '-o', sys.argv[1]]\n"
         "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
-        "print(code, sorted(m for m in ('jsonschema', 'mutagen', 'scipy') if m in sys.modules))\n"
+        "print(code, sorted(m for m in ('jsonschema', 'mutagen', 'scipy', 'numpy.fft')\n"
+        "                   if m in sys.modules))\n"
     )
     env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "cache")}
     runs = [subprocess.run([sys.executable, "-c", probe, str(out)], capture_output=True,
                            text=True, env=env, check=True).stdout.splitlines()[-1] for out in outs]
     # each export succeeded (exit code 0); the first checks the routine, later ones need not
-    assert runs == ["0 ['jsonschema']", "0 []"]
+    assert runs == ["0 ['jsonschema', 'numpy.fft']", "0 []"]
     shown = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", "--json",
                             SHORT_ROUTINE], capture_output=True, text=True, env=env, check=True)
     length = round(json.loads(shown.stdout)["duration"] * SR)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import math
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -198,11 +199,40 @@ def _encode(
                     channels=channels, progress=progress)
         return
     if isinstance(chunks, Seekable):
+        if format_name == "OGG":
+            from . import vorbis
+
+            cut = vorbis.find_cut(total_samples, chunks.silences)
+            if cut is not None:
+                _encode_vorbis_split(temp_path, chunks, cut, total_samples=total_samples,
+                                     sample_rate=sample_rate, channels=channels,
+                                     progress=progress)
+                return
         chunks = chunks.read(0, total_samples)
+    _write_sndfile(os.fsencode(temp_path), temp_path, format_name, chunks,
+                   total_samples=total_samples, sample_rate=sample_rate, channels=channels,
+                   title=title, artist=artist, progress=progress)
+
+
+def _write_sndfile(
+    target: bytes | int,
+    temp_path: Path,
+    format_name: str,
+    chunks: Iterable[npt.NDArray[np.floating]],
+    *,
+    total_samples: int,
+    sample_rate: int,
+    channels: int,
+    title: str = "",
+    artist: str = "",
+    progress: Callable[[int], None] | None,
+) -> None:
+    """libsndfile's encoder for the format, into `target` (the temporary file's name as
+    bytes, or an open file's descriptor, left open), in the folder of `temp_path`."""
     encoding = _ENCODINGS[format_name]
     try:
         sound_file = sf.SoundFile(
-            os.fsencode(temp_path),  # as bytes: soundfile cannot encode a non-UTF-8 name
+            target,  # a name as bytes: soundfile cannot encode a non-UTF-8 name
             "w",
             samplerate=sample_rate,
             channels=channels,
@@ -210,6 +240,7 @@ def _encode(
             format=format_name,
             compression_level=encoding.compression_level,
             bitrate_mode=encoding.bitrate_mode,
+            closefd=False,
         )
     except sf.LibsndfileError as error:
         raise _WriteFailed(_libsndfile_reason(None, error)) from error
@@ -234,6 +265,119 @@ def _encode(
         except sf.LibsndfileError as error:
             if finished:  # else the first failure is the one worth reporting
                 raise _WriteFailed(_closing_reason(temp_path, error)) from error
+
+
+class _Beside(threading.Thread):
+    """A job in a thread of its own, given an Event that asks it to stop; its error is
+    kept for the thread that waits for it. Started in parallel.workers_deaf."""
+
+    def __init__(self, job: Callable[[threading.Event], None], name: str) -> None:
+        super().__init__(name=name, daemon=True)
+        self.job = job
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.job(self.stopping)
+        except BaseException as error:  # handed to the waiting thread
+            self.error = error
+
+
+def _silent_over(chunks: Iterable[npt.NDArray[np.floating]], start: int, low: int, high: int,
+                 cut: int) -> Iterator[npt.NDArray[np.floating]]:
+    """The chunks (from sample `start` on), refused if any sample in [low, high) is not 0."""
+    at = start
+    for chunk in chunks:
+        a, b = max(at, low), min(at + len(chunk), high)
+        if a < b and np.any(chunk[a - at: b - at]):
+            raise AssertionError(f"the samples around the cut at {cut} are not silent")
+        at += len(chunk)
+        yield chunk
+
+
+def _encode_vorbis_split(
+    temp_path: Path,
+    source: Seekable,
+    cut: int,
+    *,
+    total_samples: int,
+    sample_rate: int,
+    channels: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Two libvorbis encoders at once, one on each side of `cut` (vorbis.find_cut): the
+    second in a thread (libsndfile lets go of Python's lock), into an unnamed file beside
+    the temporary one; then its packets are joined to the first's in one logical stream
+    (vorbis.join), or, if the join is refused, the session encoded again by one encoder.
+    Decodes to total_samples exactly."""
+    from . import vorbis
+    from .parallel import Stopped, workers_deaf
+
+    lock = threading.Lock()
+
+    def counted(count: int) -> None:
+        if progress is not None:
+            with lock:
+                progress(count)
+
+    def part(start: int, end: int) -> Iterable[npt.NDArray[np.floating]]:
+        return _silent_over(source.read(start, end), start, cut - vorbis.GUARD,
+                            cut + vorbis.GUARD, cut)
+
+    def checked(chunks: Iterable[npt.NDArray[np.floating]],
+                stop: Callable[[], None]) -> Iterator[npt.NDArray[np.floating]]:
+        for chunk in chunks:
+            stop()
+            yield chunk
+
+    try:
+        spill = tempfile.TemporaryFile(dir=temp_path.parent)
+    except OSError as error:
+        raise _WriteFailed(error.strerror or str(error)) from error
+    with spill:
+        def second_half(stopping: threading.Event) -> None:
+            def stop() -> None:
+                if stopping.is_set():
+                    raise Stopped("stopped")
+
+            _write_sndfile(spill.fileno(), temp_path, "OGG",
+                           checked(part(cut, total_samples), stop),
+                           total_samples=total_samples - cut, sample_rate=sample_rate,
+                           channels=channels, progress=counted)
+
+        second = _Beside(second_half, "voicecoach-ogg")
+        with workers_deaf():
+            second.start()
+
+        def first_stop() -> None:
+            if second.error is not None:  # a full disk: stop now, not at the cut
+                raise second.error
+
+        try:
+            _write_sndfile(os.fsencode(temp_path), temp_path, "OGG",
+                           checked(part(0, cut), first_stop), total_samples=cut,
+                           sample_rate=sample_rate, channels=channels, progress=counted)
+            second.join()
+        except BaseException:  # a signal, a full disk: the second encoder stops too
+            second.stopping.set()
+            second.join()
+            raise
+        if second.error is not None:
+            raise second.error
+        try:
+            spill.seek(0)
+            joined = spill.read()
+            with temp_path.open("r+b") as out:
+                vorbis.join(out, joined, cut=cut, total_samples=total_samples)
+            return
+        except vorbis.CannotJoin:
+            pass  # encoded again below, by one encoder
+        except OSError as error:
+            raise _WriteFailed(error.strerror or str(error)) from error
+    _write_sndfile(os.fsencode(temp_path), temp_path, "OGG", source.read(0, total_samples),
+                   total_samples=total_samples, sample_rate=sample_rate, channels=channels,
+                   progress=None)  # every sample was counted once already
 
 
 def _counted(chunks: Iterable[npt.NDArray[np.floating]],

@@ -74,6 +74,12 @@ class ToneBank:
     def length(self, kind: str) -> int:
         return int(self._tones[kind].shape[0])
 
+    def peak(self, kind: str) -> float:
+        """The tone's peak, as the first value of its summary, without the K-weighting
+        the rest of the summary costs (a plain session needs only the peaks)."""
+        samples = self._tones[kind]
+        return max(float(np.max(samples)), -float(np.min(samples))) if samples.size else 0.0
+
     def summary(self, kind: str, rate: int) -> np.ndarray:
         """The tone's peak and K-weighted energies, as PhraseCache.summary."""
         if kind not in self._summaries:
@@ -155,6 +161,8 @@ class Rendering:
         self._error: BaseException | None = None
         self._changed = threading.Condition()
         self._phrase = functools.lru_cache(maxsize=64)(speech.get)
+        self._peaks: dict[tuple[str, str], float] = {}
+        """Each sound's peak, read once: a sound said many times is not mapped again."""
         if timeline is not None:
             self.extend(list(timeline.events), timeline.duration_samples)
             self.finish(timeline)
@@ -221,7 +229,7 @@ class Rendering:
         the music's under it) would pass the ceiling at the session's gain: then it is
         turned down so they do not. Only ever a later sound: what is before it may have
         been played already."""
-        peak = self._summary_of(event)[0] * self.gain
+        peak = self._peak_of(event) * self.gain
         if event.start >= self._cluster_end:
             self._cluster_peak = 0.0
         room = PEAK_CEILING - self._cluster_peak
@@ -290,6 +298,14 @@ class Rendering:
             out += self.music.samples(start, end)
         return out
 
+    def _peak_of(self, event: Event) -> float:
+        key = (event.kind, event.value)
+        peak = self._peaks.get(key)
+        if peak is None:
+            peak = self._peaks[key] = (float(self.speech.summary(event.value)[0])
+                                       if event.kind == "speech" else self.tones.peak(event.value))
+        return peak
+
     def _summary(self, index: int) -> np.ndarray:
         return self._summary_of(self._events[index])
 
@@ -355,8 +371,10 @@ class Rendering:
             peak = max(peak, music.peak(0, self.total_samples))
         return peak
 
-    def chunks(self, start: int = 0, end: int | None = None) -> Iterator[np.ndarray]:
-        """Levelled float32 mono chunks from `start` to `end` (the end of the session).
+    def chunks(self, start: int = 0, end: int | None = None,
+               size: int | None = None) -> Iterator[np.ndarray]:
+        """Levelled float32 mono chunks from `start` to `end` (the end of the session), of
+        `size` samples (chunk_samples unless given; the last may be shorter).
 
         While the timeline grows, a chunk is mixed once it is final. If the stream
         catches up with what is laid, it hands on what is final and then waits there:
@@ -373,7 +391,7 @@ class Rendering:
                 return
             first = False
             while a < b:
-                c = min(a + self.chunk_samples, b)
+                c = min(a + (size or self.chunk_samples), b)
                 chunk = self.mix(a, c)
                 chunk *= gain
                 yield chunk

@@ -378,8 +378,8 @@ def play(spec: SessionSpec, no_log: bool, full: bool, brief_after: int) -> None:
     # prepared: the first word comes sooner, and the samples are the same.
     lead_in = LeadIn()
     opening = OpeningPlayer(first=iter(lead_in))
+    making = Making()  # on a terminal, the status line counts phrases still being made
     try:
-        making = Making()  # on a terminal, the status line counts phrases still being made
         session = _prepared_play(spec, full, brief_after, making)
         player = opening.result()
     except BaseException:

@@ -268,21 +268,12 @@ def find_cut(total_samples: int, silences: Sequence[tuple[int, int]],
     with silence over [cut - SPLIT_LEAD - SPLIT_GUARD, cut + SPLIT_GUARD); None if no
     silence is long enough, or the parts would be short."""
     frame = frame_samples(sample_rate)
-    if frame != 576 or total_samples < 2 * MIN_PART_SAMPLES:
+    if frame != 576:
         return None  # SPLIT_LEAD is measured for MPEG-2's frames (22050 Hz sessions)
-    middle = total_samples // 2
-    best: int | None = None
-    for start, end in silences:
-        low = -(-(start + SPLIT_LEAD + SPLIT_GUARD) // frame) * frame
-        high = (end - SPLIT_GUARD) // frame * frame
-        if low > high:
-            continue
-        cut = min(max(middle // frame * frame, low), high)
-        if best is None or abs(cut - middle) < abs(best - middle):
-            best = cut
-    if best is None or not MIN_PART_SAMPLES <= best <= total_samples - MIN_PART_SAMPLES:
-        return None
-    return best
+    from .parallel import cut_in_silence
+
+    return cut_in_silence(total_samples, silences, grid=frame, before=SPLIT_LEAD + SPLIT_GUARD,
+                          after=SPLIT_GUARD, min_part=MIN_PART_SAMPLES)
 
 
 def encode_all(pcm_chunks: Iterable[npt.NDArray[np.int16]], out: BinaryIO, sample_rate: int,

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Stopped", "checked", "locked", "run"]
+__all__ = ["Stopped", "checked", "cut_in_silence", "locked", "run"]
 
 
 class Stopped(Exception):
@@ -97,3 +97,25 @@ def run(jobs: Sequence[Callable[..., T]], *, workers: int) -> list[T]:
                 future.cancel()
             wait(futures)
             raise
+
+
+def cut_in_silence(total_samples: int, silences: Sequence[tuple[int, int]], *, grid: int,
+                   before: int, after: int, min_part: int) -> int | None:
+    """Where two encoders can split a session: a multiple of `grid`, nearest the middle,
+    with silence over [cut - before, cut + after); None if no silence is long enough, or
+    a part would be shorter than `min_part` (MP3's and Ogg's splits both use it)."""
+    if total_samples < 2 * min_part:
+        return None
+    middle = total_samples // 2
+    best: int | None = None
+    for start, end in silences:
+        low = -(-(start + before) // grid) * grid
+        high = (end - after) // grid * grid
+        if low > high:
+            continue
+        cut = min(max(middle // grid * grid, low), high)
+        if best is None or abs(cut - middle) < abs(best - middle):
+            best = cut
+    if best is None or not min_part <= best <= total_samples - min_part:
+        return None
+    return best

@@ -64,21 +64,10 @@ def find_cut(total_samples: int, silences: Sequence[tuple[int, int]]) -> int | N
     """Where to cut a session for two encoders: on CUT_GRID, nearest its middle, with
     silence over [cut - GUARD, cut + GUARD); None if no silence is long enough, or the
     parts would be short."""
-    if total_samples < 2 * MIN_PART_SAMPLES:
-        return None
-    middle = total_samples // 2
-    best: int | None = None
-    for start, end in silences:
-        low = -(-(start + GUARD) // CUT_GRID) * CUT_GRID
-        high = (end - GUARD) // CUT_GRID * CUT_GRID
-        if low > high:
-            continue
-        cut = min(max(middle // CUT_GRID * CUT_GRID, low), high)
-        if best is None or abs(cut - middle) < abs(best - middle):
-            best = cut
-    if best is None or not MIN_PART_SAMPLES <= best <= total_samples - MIN_PART_SAMPLES:
-        return None
-    return best
+    from .parallel import cut_in_silence
+
+    return cut_in_silence(total_samples, silences, grid=CUT_GRID, before=GUARD, after=GUARD,
+                          min_part=MIN_PART_SAMPLES)
 
 
 class CannotJoin(Exception):

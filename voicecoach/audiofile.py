@@ -312,24 +312,13 @@ def _encode_vorbis_split(
     (vorbis.join), or, if the join is refused, the session encoded again by one encoder.
     Decodes to total_samples exactly."""
     from . import vorbis
-    from .parallel import Stopped, workers_deaf
+    from .parallel import Stopped, checked, locked, workers_deaf
 
-    lock = threading.Lock()
-
-    def counted(count: int) -> None:
-        if progress is not None:
-            with lock:
-                progress(count)
+    counted = locked(progress)  # both encoders count their samples
 
     def part(start: int, end: int) -> Iterable[npt.NDArray[np.floating]]:
         return _silent_over(source.read(start, end), start, cut - vorbis.GUARD,
                             cut + vorbis.GUARD, cut)
-
-    def checked(chunks: Iterable[npt.NDArray[np.floating]],
-                stop: Callable[[], None]) -> Iterator[npt.NDArray[np.floating]]:
-        for chunk in chunks:
-            stop()
-            yield chunk
 
     try:
         spill = tempfile.TemporaryFile(dir=temp_path.parent)
@@ -422,16 +411,11 @@ def _encode_mp3(
                     for samples in _counted(source.read(start, end), end - start):
                         yield _to_pcm16(samples)
 
-                lock = threading.Lock()
-
-                def counted(count: int) -> None:
-                    if progress is not None:
-                        with lock:
-                            progress(count)
+                from .parallel import locked
 
                 mp3.encode_split(read, out, total_samples=total_samples, cut=cut,
                                  sample_rate=sample_rate, channels=channels,
-                                 spill_dir=temp_path.parent, on_chunk=counted)
+                                 spill_dir=temp_path.parent, on_chunk=locked(progress))
                 return
             assert not isinstance(chunks, Seekable)
             stream = mp3.Mp3Stream(out, sample_rate, channels)

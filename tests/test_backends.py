@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from tests.pulse import RECORD_RATE, PulseServer
+from tests.terminal import as_a_shell_starts_it
 from voicecoach import SAMPLE_RATE
 from voicecoach.backends import (
     DEVICE_LATENCY_S,
@@ -233,8 +234,7 @@ def test_ctrl_c_releases_the_device(pulse_server: PulseServer) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # a test run started in the background inherits SIGINT ignored; a person's shell doesn't
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=as_a_shell_starts_it,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline() == "playing\n"

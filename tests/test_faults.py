@@ -12,7 +12,6 @@ what is left on disk (no temporary file; the target absent, whole, or as it was)
 from __future__ import annotations
 
 import os
-import pty
 import re
 import signal
 import socket
@@ -32,6 +31,7 @@ import soundfile as sf
 
 from tests.output import without_stage_lines
 from tests.pulse import PulseServer
+from tests.terminal import OnTerminal, as_a_shell_starts_it
 from voicecoach import SAMPLE_RATE
 from voicecoach.compile import Options
 from voicecoach.errors import VoicecoachError
@@ -48,21 +48,14 @@ LONG = ["--hold", "600"]  # SHORT with 10-minute holds: about 30 minutes of audi
 
 # --- helpers -------------------------------------------------------------------------------
 
-def _default_signals() -> None:
-    """In the child: a test run started in the background (or under nohup) passes SIGINT
-    or SIGHUP on ignored; a person's shell does not."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 def vc(*args: str, env: dict[str, str] | None = None,
        timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*VOICECOACH, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=env, preexec_fn=_default_signals)
+                          stdin=subprocess.DEVNULL, env=env, preexec_fn=as_a_shell_starts_it)
 
 
 def spawn(*args: str, env: dict[str, str] | None = None,
-          preexec: object = _default_signals) -> subprocess.Popen[str]:
+          preexec: object = as_a_shell_starts_it) -> subprocess.Popen[str]:
     return subprocess.Popen([*VOICECOACH, *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=preexec)  # type: ignore[arg-type]
@@ -290,7 +283,7 @@ def test_sigterm_mid_export_keeps_the_file_it_was_to_replace(tmp_path: Path) -> 
 
 
 def _ignore_sighup() -> None:
-    _default_signals()
+    as_a_shell_starts_it()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
@@ -577,25 +570,15 @@ def test_a_signal_stops_play_and_the_session_is_recorded(
 def test_sigterm_on_a_terminal_restores_it(pulse_server: PulseServer, tmp_path: Path) -> None:
     import termios
 
-    pid, fd = pty.fork()
-    if pid == 0:
-        _default_signals()
-        os.environ["VOICECOACH_DATA_DIR"] = str(tmp_path)
-        os.execvp(VOICECOACH[0], [*VOICECOACH, "play", SHORT])
-    before = termios.tcgetattr(fd)
+    coached = OnTerminal.spawn([*VOICECOACH, "play", SHORT],
+                               env={**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)})
+    before = termios.tcgetattr(coached.fd)
     time.sleep(2.5)
-    os.kill(pid, signal.SIGTERM)
-    _, status = os.waitpid(pid, 0)
-    output = b""
-    try:
-        while chunk := os.read(fd, 4096):
-            output += chunk
-    except OSError:
-        pass
-    text = output.decode(errors="replace")
-    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGTERM, text
+    os.kill(coached.pid, signal.SIGTERM)
+    status, text = coached.finish(timeout_s=30)
+    assert status == 128 + signal.SIGTERM, text
     assert "Traceback" not in text and "Stopped by SIGTERM." in text
-    assert termios.tcgetattr(fd)[3] & termios.ECHO == before[3] & termios.ECHO
+    assert termios.tcgetattr(coached.fd)[3] & termios.ECHO == before[3] & termios.ECHO
     assert sessions(db_path=tmp_path / "history.sqlite3")[0].ended == "stopped"
 
 

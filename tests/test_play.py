@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from voicecoach.history import sessions
 from voicecoach.pipeline import prepare
 from voicecoach.play import Coach, LeadIn
 from tests.output import without_stage_lines
+from tests.terminal import OnTerminal
 
 SR = SAMPLE_RATE
 SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
@@ -193,28 +192,6 @@ def test_a_lead_in_given_up_closes_the_device(pulse_server: PulseServer) -> None
     assert pulse_server.sink_inputs() == []
 
 
-def spawn_on_pty(args: list[str]) -> tuple[int, int]:
-    pid, fd = pty.fork()
-    if pid == 0:
-        # a test run started in the background inherits SIGINT ignored; a person's shell doesn't
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.execvp(args[0], args)
-    return pid, fd
-
-
-def read_all(fd: int) -> str:
-    out = b""
-    try:
-        while True:
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            out += chunk
-    except OSError:
-        pass
-    return out.decode(errors="replace")
-
-
 def heard_at(recorded: np.ndarray, reference: np.ndarray, at: int, after: int) -> tuple[int, float]:
     """Where the half second of the export from sample `at` is heard, looking from
     recording sample `after` (a keypress) on for a second; and how well it matches."""
@@ -230,26 +207,25 @@ def test_keys_pause_skip_restart_and_quit(pulse_server: PulseServer, tmp_path: P
     timeline = prepare(SHORT).timeline
     second = next(s for s in timeline.sections if s.title == "Second").start
     recording = pulse_server.record()
-    pid, fd = spawn_on_pty(VOICECOACH + ["play", SHORT])
+    coached = OnTerminal.spawn(VOICECOACH + ["play", SHORT])
     time.sleep(2.5)
-    os.write(fd, b" ")            # pause in the middle of the first hold
+    coached.type(b" ")            # pause in the middle of the first hold
     paused_at = time.monotonic()
     time.sleep(1.5)
-    os.write(fd, b" ")            # resume
+    coached.type(b" ")            # resume
     resumed_at = time.monotonic()
     time.sleep(1.0)
-    os.write(fd, b"n")            # skip to the next step ("Second")
+    coached.type(b"n")            # skip to the next step ("Second")
     skipped_at = time.monotonic()
     time.sleep(1.5)
-    os.write(fd, b"b")            # 1.5 s into "Second": back to its start
+    coached.type(b"b")            # 1.5 s into "Second": back to its start
     restarted_at = time.monotonic()
     time.sleep(1.5)
-    os.write(fd, b"q")
+    coached.type(b"q")
     quit_at = time.monotonic()
-    _, status = os.waitpid(pid, 0)
-    output = read_all(fd)
+    status, output = coached.finish()
     recorded = recording.stop()
-    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert status == 0, output
     assert "Stopped." in output and "space pause/resume" in output
     entry = sessions()[0]
     assert (entry.ended, entry.stopped_at_step) == ("stopped", "Second")
@@ -285,15 +261,14 @@ def test_keys_pause_skip_restart_and_quit(pulse_server: PulseServer, tmp_path: P
 def test_ctrl_c_stops_at_once_and_restores_the_terminal(pulse_server: PulseServer) -> None:
     import termios
 
-    pid, fd = spawn_on_pty(VOICECOACH + ["play", SHORT])
-    before = termios.tcgetattr(fd)
+    coached = OnTerminal.spawn(VOICECOACH + ["play", SHORT])
+    before = termios.tcgetattr(coached.fd)
     time.sleep(2.0)
-    os.write(fd, b"\x03")
-    _, status = os.waitpid(pid, 0)
-    output = read_all(fd)
-    assert os.waitstatus_to_exitcode(status) == 130, output
+    coached.type(b"\x03")
+    status, output = coached.finish(timeout_s=30)
+    assert status == 130, output
     assert "Traceback" not in output and "Interrupted." in output
-    assert termios.tcgetattr(fd)[3] & termios.ECHO == before[3] & termios.ECHO
+    assert termios.tcgetattr(coached.fd)[3] & termios.ECHO == before[3] & termios.ECHO
 
 
 def test_no_sound_server_points_to_export(tmp_path: Path) -> None:

@@ -258,10 +258,18 @@ def test_keys_pause_skip_restart_and_quit(pulse_server: PulseServer, tmp_path: P
     assert pulse_server.sink_inputs() == []
 
 
-def test_ctrl_c_stops_at_once_and_restores_the_terminal(pulse_server: PulseServer) -> None:
+@pytest.mark.parametrize("isig", [True, False], ids=["as-sigint", "as-a-key"])
+def test_ctrl_c_stops_at_once_and_restores_the_terminal(pulse_server: PulseServer,
+                                                        isig: bool) -> None:
+    """Ctrl-C stops the session whether the terminal makes it SIGINT or passes it on as a
+    key (ISIG off; or a terminal whose foreground process voicecoach is not)."""
     import termios
 
     coached = OnTerminal.spawn(VOICECOACH + ["play", SHORT])
+    if not isig:
+        attributes = termios.tcgetattr(coached.fd)
+        attributes[3] &= ~termios.ISIG
+        termios.tcsetattr(coached.fd, termios.TCSANOW, attributes)
     before = termios.tcgetattr(coached.fd)
     time.sleep(2.0)
     coached.type(b"\x03")

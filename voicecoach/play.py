@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from .schedule import Timeline
 
 KEYS_HELP = "space pause/resume · n next step · b restart step · q quit"
+CTRL_C = "\x03"
+"""Ctrl-C read as a key: where the terminal does not make it SIGINT (its ISIG is off, or
+voicecoach is not the terminal's foreground process), it still stops at once."""
 
 
 class LeadIn:
@@ -265,6 +268,8 @@ def run(coach: Coach, interactive: bool, out: TextIO = sys.stderr) -> str:
                 ready, _, _ = select.select([fd], [], [], 0.1)
                 if ready:
                     data = os.read(fd, 32).decode(errors="ignore")
+                    if CTRL_C in data:  # a terminal that sends it as a key, not as SIGINT
+                        raise KeyboardInterrupt
                     for key in data:
                         coach.key(key)
                 out.write("\r\x1b[K" + coach.status())

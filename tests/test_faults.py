@@ -614,3 +614,81 @@ def test_a_file_name_that_is_not_utf8_is_written(tmp_path: Path, extension: str)
     assert done.returncode == 0, done.stderr
     assert sorted(os.listdir(folder)) == sorted([b"caf\xe9.vtt", name])
     assert sf.info(folder + b"/" + name).frames > 0
+
+
+IMPORTS_INTERRUPTED = """
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[1])
+from voicecoach import cli_common, stops
+stops.PATIENCE_S = float(sys.argv[2])
+cli_common.stop_on_signals()
+try:
+    import stopped_while_importing
+    print("imported whole", flush=True)
+    time.sleep(5)
+    print("never stopped", flush=True)
+except KeyboardInterrupt as e:
+    module = sys.modules.get("stopped_while_importing")
+    print(type(e).__name__, "after the import" if module and module.WHOLE else "inside it", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_an_import_is_taken_once_it_is_done(tmp_path: Path, signum: int) -> None:
+    """Python's import machinery is not safe to interrupt: an exception raised inside it can
+    leave a module lock held, and `play` imported in two threads when a Ctrl-C there hung
+    it. A stop that arrives while the main thread imports is taken right after."""
+    (tmp_path / "stopped_while_importing.py").write_text(
+        f"import os, time\nos.kill(os.getpid(), {int(signum)})\ntime.sleep(0.3)\nWHOLE = True\n")
+    done = subprocess.run([sys.executable, "-c", IMPORTS_INTERRUPTED, str(tmp_path), "5"],
+                          capture_output=True, text=True, timeout=60,
+                          preexec_fn=as_a_shell_starts_it)
+    expected = "KeyboardInterrupt" if signum == signal.SIGINT else "Stopped"
+    assert done.stdout.splitlines() == ["imported whole", f"{expected} after the import"], done
+    assert done.stderr == ""
+
+
+def test_an_import_that_never_ends_is_still_stopped(tmp_path: Path) -> None:
+    (tmp_path / "stopped_while_importing.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
+        "while True:\n    time.sleep(0.01)\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", IMPORTS_INTERRUPTED, str(tmp_path), "0.5"],
+                          capture_output=True, text=True, timeout=60,
+                          preexec_fn=as_a_shell_starts_it)
+    assert done.stdout.splitlines() == ["KeyboardInterrupt inside it"], done
+    assert time.monotonic() - started < 5
+
+
+CALLED_BACK = """
+import io, os, signal, sys
+from voicecoach import cli_common, tones
+cli_common.stop_on_signals()
+
+class CtrlCWhileRead(io.BytesIO):  # libsndfile calls this back from C
+    def readinto(self, buffer):
+        if self.tell() > 0 and not getattr(self, "sent", False):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().readinto(buffer)
+
+data = tones._bundled_bytes("hold_start")
+try:
+    samples = tones._decode(CtrlCWhileRead(data), "hold_start.wav", 22050)
+    print("decoded", len(samples) == len(tones.bundled("hold_start")), flush=True)
+    signal.pause()
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", flush=True)
+except Exception as e:
+    print(type(e).__name__, e, flush=True)
+"""
+
+
+def test_ctrl_c_while_a_c_library_calls_back_is_taken_once_it_returns() -> None:
+    """libsndfile reads a bundled tone through Python callbacks; a KeyboardInterrupt raised
+    in one is swallowed there ("Exception ignored from cffi callback") and the read fails,
+    so a Ctrl-C came out as "cannot read sound file". It is taken once the read is done."""
+    done = subprocess.run([sys.executable, "-c", CALLED_BACK], capture_output=True, text=True,
+                          timeout=60, preexec_fn=as_a_shell_starts_it)
+    assert done.stdout.splitlines() == ["decoded True", "KeyboardInterrupt"], done
+    assert "ignored" not in done.stderr, done.stderr

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .errors import RoutineError, VoicecoachError
+from .stops import put_off
 
 if TYPE_CHECKING:
     from .pipeline import Progress
@@ -37,7 +38,16 @@ class Stopped(KeyboardInterrupt):
         self.signum = signum
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: KeyboardInterrupt, as Python's own handler, but never where it would be
+    lost or hang the process (stops.put_off)."""
+    if not put_off(signum, frame):
+        raise KeyboardInterrupt
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
+    if put_off(signum, frame):
+        return
     # A second signal while cleaning up ends the process at once, as it would have without us.
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is _stop:
@@ -47,10 +57,14 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def stop_on_signals() -> None:
     """SIGTERM and SIGHUP raise Stopped in the main thread, where they were left at their
-    default (a signal the caller ignores, as under nohup, stays ignored)."""
+    default (a signal the caller ignores, as under nohup, stays ignored); Ctrl-C raises
+    KeyboardInterrupt as before. Neither is raised inside an import or a C library's
+    call back into Python (stops.put_off)."""
     for sig in STOP_SIGNALS:
         if signal.getsignal(sig) is signal.SIG_DFL:
             signal.signal(sig, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
 
 
 def interrupted(error: KeyboardInterrupt) -> None:

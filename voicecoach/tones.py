@@ -229,8 +229,11 @@ def _cannot_read(name: str, reason: str) -> AudioError:
 
 def _decode(source: io.BytesIO, name: str, sample_rate: int) -> Samples:
     """Decode any format libsndfile reads, mix to mono, resample, clip to [-1, 1]."""
+    from .stops import shielded
+
     try:
-        data, file_rate = soundfile.read(source, dtype="float32", always_2d=True)
+        with shielded():  # libsndfile reads the bytes through Python callbacks
+            data, file_rate = soundfile.read(source, dtype="float32", always_2d=True)
     except soundfile.LibsndfileError as error:
         reason = error.error_string.strip().rstrip(".")
         raise _cannot_read(name, reason[:1].lower() + reason[1:]) from None
@@ -268,8 +271,11 @@ def load_wav(path: pathlib.Path | str, sample_rate: int = SAMPLE_RATE) -> Sample
     from .inputs import read_regular
 
     content = read_regular(pathlib.Path(path), MAX_SOUND_BYTES, _cannot_read)
+    from .stops import shielded
+
     try:
-        info = soundfile.info(io.BytesIO(content))
+        with shielded():
+            info = soundfile.info(io.BytesIO(content))
     except (soundfile.LibsndfileError, RuntimeError, OSError):
         info = None  # _decode says what is wrong with it
     if info is not None:

@@ -1,0 +1,82 @@
+"""Where Ctrl-C, SIGTERM and SIGHUP may not raise: the CLI's handlers put them off there.
+
+CPython runs a signal's handler in the main thread between two bytecodes, wherever that
+is, and its exception then unwinds from there. Two places do not survive that:
+
+- Python's import machinery: an exception raised inside it can leave a module lock held
+  (python/cpython#91351 and kin), and a thread importing the same module then waits
+  forever, and so does the main thread. `play` imports in two threads at start-up (the
+  device opens while the routine loads), and a Ctrl-C there hung the process.
+- Python code called back from C (cffi callbacks: libsndfile reading from memory): the
+  exception is printed as "ignored" and the C library sees a failed read, so a Ctrl-C
+  came out as "cannot read sound file". Such calls run inside `shielded()`.
+
+A signal that arrives in either is sent again to the main thread RETRY_S later, until it
+lands outside both (for at most PATIENCE_S, so an import that never ends does not keep
+the process alive).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+RETRY_S = 0.02
+PATIENCE_S = 5.0
+
+_shields = 0
+_put_off_since: float | None = None
+_put_off_signals: set[int] = set()
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Run C code that calls back into Python here: a stop is taken once it is done."""
+    global _shields
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals raise in the main thread only
+        return
+    _shields += 1
+    try:
+        yield
+    finally:
+        _shields -= 1
+
+
+def _importing(frame: FrameType | None) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def put_off(signum: int, frame: FrameType | None) -> bool:
+    """For a signal's handler: True if the signal will be sent again shortly instead of
+    taken now, because the main thread is importing or shielded."""
+    global _put_off_since
+    now = time.monotonic()
+    if not (_shields or _importing(frame)) or (
+            _put_off_since is not None and now - _put_off_since > PATIENCE_S):
+        _put_off_since = None
+        _put_off_signals.clear()  # taken now: what was put off is not sent again
+        return False
+    if _put_off_since is None:
+        _put_off_since = now
+    _put_off_signals.add(signum)
+    again = threading.Timer(RETRY_S, _again, (signum,))
+    again.daemon = True
+    again.start()
+    return True
+
+
+def _again(signum: int) -> None:
+    """The signal once more, to the main thread itself (so a wait it is in by then is
+    interrupted too), unless it was taken meanwhile."""
+    if signum in _put_off_signals:
+        _put_off_signals.discard(signum)
+        signal.pthread_kill(threading.main_thread().ident or 0, signum)

@@ -279,6 +279,20 @@ def test_ctrl_c_stops_at_once_and_restores_the_terminal(pulse_server: PulseServe
     assert termios.tcgetattr(coached.fd)[3] & termios.ECHO == before[3] & termios.ECHO
 
 
+@pytest.mark.parametrize("after_s", [0.3, 0.45, 0.6, 0.8])
+def test_ctrl_c_while_play_starts_up(pulse_server: PulseServer, after_s: float) -> None:
+    """Ctrl-C while play imports, loads and opens the device in two threads: one of them
+    in ~140 hung the process for good (an import interrupted), another came out as
+    "cannot read sound file" (a tone being read), before stops.py."""
+    coached = OnTerminal.spawn(VOICECOACH + ["play", SHORT])
+    time.sleep(after_s)
+    coached.type(b"\x03")
+    status, output = coached.finish(timeout_s=30)
+    assert status == 130, output
+    assert output.rstrip().endswith("Interrupted."), output
+    assert "Traceback" not in output and "ignored" not in output, output
+
+
 def test_no_sound_server_points_to_export(tmp_path: Path) -> None:
     env = {**os.environ, "PULSE_SERVER": f"unix:{tmp_path}/nothing", "ALSA_CONFIG_PATH": "/dev/null"}
     result = subprocess.run([*VOICECOACH, "play", SHORT], stdin=subprocess.DEVNULL, env=env,

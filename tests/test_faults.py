@@ -241,7 +241,7 @@ def test_a_signal_taken_by_another_thread_while_the_temporary_file_is_made(
     block it (the kernel's choice while the main thread does), so CPython raises in the
     main thread at its next line."""
     from voicecoach import files
-    from voicecoach.cli_common import Stopped, _stop
+    from voicecoach.stops import Stopped, _stop
 
     saved = signal.getsignal(signum)
     if signum != signal.SIGINT:
@@ -619,9 +619,9 @@ def test_a_file_name_that_is_not_utf8_is_written(tmp_path: Path, extension: str)
 IMPORTS_INTERRUPTED = """
 import os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-from voicecoach import cli_common, stops
+from voicecoach import stops
 stops.PATIENCE_S = float(sys.argv[2])
-cli_common.stop_on_signals()
+stops.stop_on_signals()
 try:
     import stopped_while_importing
     print("imported whole", flush=True)
@@ -662,8 +662,8 @@ def test_an_import_that_never_ends_is_still_stopped(tmp_path: Path) -> None:
 
 CALLED_BACK = """
 import io, os, signal, sys
-from voicecoach import cli_common, tones
-cli_common.stop_on_signals()
+from voicecoach import stops, tones
+stops.stop_on_signals()
 
 class CtrlCWhileRead(io.BytesIO):  # libsndfile calls this back from C
     def readinto(self, buffer):
@@ -692,3 +692,27 @@ def test_ctrl_c_while_a_c_library_calls_back_is_taken_once_it_returns() -> None:
                           timeout=60, preexec_fn=as_a_shell_starts_it)
     assert done.stdout.splitlines() == ["decoded True", "KeyboardInterrupt"], done
     assert "ignored" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("module", ["voicecoach", "voicecoach.launch"])
+def test_ctrl_c_while_python_loads_the_program(module: str, tmp_path: Path) -> None:
+    """The `voicecoach` command (voicecoach.launch, also `python -m voicecoach`) handles
+    Ctrl-C before it imports the CLI: a Ctrl-C while click loads ends it with one line."""
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", "-m", module, "export", SHORT, "-o",
+         str(tmp_path / "session.wav")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)},
+        preexec_fn=as_a_shell_starts_it)
+    assert process.stderr is not None
+    seen = []
+    for line in process.stderr:  # each import as it is done: click comes with the CLI
+        seen.append(line)
+        if re.search(r"\|\s+click$", line.rstrip()):
+            process.send_signal(signal.SIGINT)
+            break
+    rest = process.communicate(timeout=60)[1]
+    lines = [line for line in rest.splitlines() if not line.startswith("import time:")]
+    assert process.returncode == 130, "".join(seen[-5:]) + rest
+    assert lines[-1:] == ["Interrupted."] and "Traceback" not in rest, rest
+    assert not (tmp_path / "session.wav").exists()

@@ -23,12 +23,12 @@ from .cli_common import (
     json_printable,
     printable,
     report,
-    stop_on_signals,
     tell_adapted,
     terminal_progress,
 )
 from .errors import VoicecoachError
 from .history_cli import history
+from .stops import stop_on_signals
 from .spec import (
     MUSIC_LEVEL_LU,
     MUSIC_LEVEL_RANGE_LU,
@@ -141,7 +141,27 @@ def _open(spec: SessionSpec) -> Session:
     return session
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Ctrl-C while click itself works (parsing the command line, the options' callbacks,
+    building the session spec) ends the program as in a command: "Interrupted." and 130,
+    not click's "Aborted!" and 1."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            interrupted(e)
+            raise  # not reached: interrupted() exits
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as e:
+            interrupted(e)
+            raise
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="voicecoach")
 def cli() -> None:
     """voicecoach: a voice-guided exercise coach.

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import functools
 import re
-import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .errors import RoutineError, VoicecoachError
-from .stops import put_off
+from .stops import stopped_by
 
 if TYPE_CHECKING:
     from .pipeline import Progress
@@ -26,54 +24,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERRUPTED = 130
 """128 + SIGINT; a command stopped by SIGTERM or SIGHUP exits 128 + that signal."""
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP arrived: raised like Ctrl-C's KeyboardInterrupt, so every `finally`
-    runs (temporary files are removed, a played session is recorded as stopped)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """Ctrl-C: KeyboardInterrupt, as Python's own handler, but never where it would be
-    lost or hang the process (stops.put_off)."""
-    if not put_off(signum, frame):
-        raise KeyboardInterrupt
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    if put_off(signum, frame):
-        return
-    # A second signal while cleaning up ends the process at once, as it would have without us.
-    for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) is _stop:
-            signal.signal(sig, signal.SIG_DFL)
-    raise Stopped(signum)
-
-
-def stop_on_signals() -> None:
-    """SIGTERM and SIGHUP raise Stopped in the main thread, where they were left at their
-    default (a signal the caller ignores, as under nohup, stays ignored); Ctrl-C raises
-    KeyboardInterrupt as before. Neither is raised inside an import or a C library's
-    call back into Python (stops.put_off)."""
-    for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) is signal.SIG_DFL:
-            signal.signal(sig, _stop)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, _interrupt)
-
-
 def interrupted(error: KeyboardInterrupt) -> None:
     """Ctrl-C, SIGTERM or SIGHUP: one line, and 128 + the signal's number as exit code."""
-    signum = error.signum if isinstance(error, Stopped) else signal.SIGINT
-    message = "Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}."
+    message, code = stopped_by(error)
     with suppress(OSError, ValueError):  # after SIGHUP the terminal may be gone
         click.echo(message, err=True)
-    sys.exit(128 + signum)
+    sys.exit(code)
 
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")

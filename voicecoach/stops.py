@@ -1,4 +1,5 @@
-"""Where Ctrl-C, SIGTERM and SIGHUP may not raise: the CLI's handlers put them off there.
+"""Ctrl-C, SIGTERM and SIGHUP in the CLI: each raises in the main thread (SIGTERM and
+SIGHUP as `Stopped`), so every `finally` runs, except where it may not raise.
 
 CPython runs a signal's handler in the main thread between two bytecodes, wherever that
 is, and its exception then unwinds from there. Two places do not survive that:
@@ -18,6 +19,7 @@ the process alive).
 
 from __future__ import annotations
 
+import atexit
 import signal
 import threading
 import time
@@ -68,10 +70,18 @@ def put_off(signum: int, frame: FrameType | None) -> bool:
     if _put_off_since is None:
         _put_off_since = now
     _put_off_signals.add(signum)
+    # atexit runs the last registered first: one whose program ends meanwhile has ended,
+    # and a stop sent now would only break the exit handlers
+    atexit.unregister(_forget)
+    atexit.register(_forget)
     again = threading.Timer(RETRY_S, _again, (signum,))
     again.daemon = True
     again.start()
     return True
+
+
+def _forget() -> None:
+    _put_off_signals.clear()
 
 
 def _again(signum: int) -> None:
@@ -80,3 +90,52 @@ def _again(signum: int) -> None:
     if signum in _put_off_signals:
         _put_off_signals.discard(signum)
         signal.pthread_kill(threading.main_thread().ident or 0, signum)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: raised like Ctrl-C's KeyboardInterrupt, so every `finally`
+    runs (temporary files are removed, a played session is recorded as stopped)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """Ctrl-C: KeyboardInterrupt, as Python's own handler, but never where it would be
+    lost or hang the process (put_off)."""
+    if not put_off(signum, frame):
+        raise KeyboardInterrupt
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    if put_off(signum, frame):
+        return
+    # A second signal while cleaning up ends the process at once, as it would have without us.
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is _stop:
+            signal.signal(sig, signal.SIG_DFL)
+    raise Stopped(signum)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise Stopped in the main thread, where they were left at their
+    default (a signal the caller ignores, as under nohup, stays ignored); Ctrl-C raises
+    KeyboardInterrupt as before. Neither is raised inside an import or a C library's
+    call back into Python (put_off)."""
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
+
+
+def stopped_by(error: KeyboardInterrupt) -> tuple[str, int]:
+    """What to say for a stop, and the exit code: 128 + the signal's number."""
+    signum = error.signum if isinstance(error, Stopped) else signal.SIGINT
+    if signum == signal.SIGINT:
+        return "Interrupted.", 128 + signum
+    return f"Stopped by {signal.Signals(signum).name}.", 128 + signum

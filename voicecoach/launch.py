@@ -1,0 +1,28 @@
+"""The `voicecoach` command's first lines: Ctrl-C, SIGTERM and SIGHUP are handled before
+the program is imported (click, numpy, the pipeline: about 0.1 s), so a stop that comes
+while Python loads it ends it with one line too, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    from .stops import stop_on_signals, stopped_by
+
+    stop_on_signals()
+    try:
+        from .cli import main as run
+
+        run()
+    except KeyboardInterrupt as e:  # before the CLI itself took over (it says so itself)
+        message, code = stopped_by(e)
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # after SIGHUP the terminal may be gone
+            pass
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

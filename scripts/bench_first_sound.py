@@ -37,7 +37,7 @@ from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parent.parent
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 TARGETS = {("espeak", "cold"): 0.5, ("piper", "cold"): 1.5, ("espeak", "warm"): 0.4, ("piper", "warm"): 0.4}
 
 PEER = r'''

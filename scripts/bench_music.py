@@ -31,7 +31,7 @@ import numpy as np
 import soundfile
 
 RATE = 44100
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 
 
 def long_track(path: Path, minutes: float) -> None:

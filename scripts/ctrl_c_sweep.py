@@ -47,7 +47,7 @@ def main() -> int:
         while delay <= args.stop + 1e-9:
             if args.cold:
                 env["VOICECOACH_CACHE_DIR"] = tempfile.mkdtemp(prefix="vc-sweep-cache-")
-            run = OnTerminal.spawn([sys.executable, "-m", "voicecoach.cli", "play", args.routine],
+            run = OnTerminal.spawn([sys.executable, "-m", "voicecoach", "play", args.routine],
                                    env=env)
             time.sleep(delay)
             run.type(b"\x03")

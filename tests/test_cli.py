@@ -190,12 +190,12 @@ def test_show_into_a_closed_pipe_exits_quietly() -> None:
     import subprocess
     import sys
 
-    result = subprocess.run(f"{sys.executable} -m voicecoach.cli show mid-back-knot | head -1",
+    result = subprocess.run(f"{sys.executable} -m voicecoach show mid-back-knot | head -1",
                             shell=True, capture_output=True, text=True, executable="/bin/bash",
                             env={**__import__("os").environ, "PYTHONWARNINGS": ""})
     assert result.stdout.startswith("Mid-back knot (kneeling)")
     assert result.stderr == ""
-    piped = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m voicecoach.cli "
+    piped = subprocess.run(["bash", "-c", f"set -o pipefail; {sys.executable} -m voicecoach "
                             "show mid-back-knot | head -1 >/dev/null"], capture_output=True)
     assert piped.returncode == 0
 
@@ -229,7 +229,7 @@ def test_a_long_stage_says_so_where_stderr_is_not_a_terminal(tmp_path: Path) -> 
     env = {**os.environ, "VOICECOACH_CACHE_DIR": str(tmp_path / "cold"),
            "VOICECOACH_ENGINE": "piper"}
     out = tmp_path / "m.wav"
-    result = subprocess.run([sys.executable, "-m", "voicecoach.cli", "export", "upper-back-knot",
+    result = subprocess.run([sys.executable, "-m", "voicecoach", "export", "upper-back-knot",
                              "-o", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines()[0] == "Synthesizing speech..."

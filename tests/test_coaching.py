@@ -200,7 +200,7 @@ dosage:
 
 
 def _play(path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "voicecoach.cli", "play", str(path)],
+    return subprocess.run([sys.executable, "-m", "voicecoach", "play", str(path)],
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
                           env=env)
 

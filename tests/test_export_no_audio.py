@@ -25,7 +25,7 @@ import pytest
 from voicecoach import piper
 
 SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 
 
 @dataclass

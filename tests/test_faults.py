@@ -41,7 +41,7 @@ from voicecoach.history import SessionEntry, record, sessions
 from voicecoach.pipeline import prepare
 
 SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 LONG = ["--hold", "600"]  # SHORT with 10-minute holds: about 30 minutes of audio
 """Long enough that MP3 and OGG encoding take seconds, so a signal lands mid-write."""
 

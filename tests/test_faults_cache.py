@@ -196,7 +196,7 @@ def test_a_zero_byte_phrase_after_a_power_cut_exports_in_a_real_process(
         path.write_bytes(b"")
     env = {**os.environ, "VOICECOACH_CACHE_DIR": str(cache)}
     out = tmp_path / "out.wav"
-    done = subprocess.run([sys.executable, "-m", "voicecoach.cli", "export", SHORT, "-o", str(out)],
+    done = subprocess.run([sys.executable, "-m", "voicecoach", "export", SHORT, "-o", str(out)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert without_stage_lines(done.stderr) == "" and out.read_bytes() == clean
@@ -210,7 +210,7 @@ def test_two_processes_repair_one_damaged_cache_together(
     for path in _entries(cache):
         FAULTS["random bytes under a valid header"](path)
     env = {**os.environ, "VOICECOACH_CACHE_DIR": str(cache)}
-    runs = [subprocess.Popen([sys.executable, "-m", "voicecoach.cli", "export", SHORT, "-o",
+    runs = [subprocess.Popen([sys.executable, "-m", "voicecoach", "export", SHORT, "-o",
                               str(tmp_path / f"{i}.wav")], env=env, stderr=subprocess.PIPE, text=True)
             for i in range(2)]
     for run in runs:

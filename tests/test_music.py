@@ -367,7 +367,7 @@ def test_play_is_the_export_with_music(pulse_server: PulseServer, tmp_path: Path
     reference = export(tmp_path, "--music", track).astype(np.float32)
     recording = pulse_server.record()
     launched = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "voicecoach.cli", "play", SHORT, "--no-log",
+    result = subprocess.run([sys.executable, "-m", "voicecoach", "play", SHORT, "--no-log",
                              "--music", track], stdin=subprocess.DEVNULL, capture_output=True,
                             text=True, timeout=120, env={**os.environ})
     time.sleep(0.3)

@@ -303,7 +303,7 @@ def test_without_the_extra_a_fresh_process_exports_nothing(tmp_path: Path) -> No
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "VOICECOACH_CACHE_DIR": str(tmp_path / "cache")}
     out = tmp_path / "x.wav"
-    result = subprocess.run([sys.executable, "-m", "voicecoach.cli", "export", SHORT,
+    result = subprocess.run([sys.executable, "-m", "voicecoach", "export", SHORT,
                              "--engine", "piper", "-o", str(out)],
                             env=env, capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stderr) == (1, NOT_INSTALLED)
@@ -342,16 +342,16 @@ def test_the_natural_voice_is_the_default_once_installed(tmp_path: Path) -> None
     routine = tmp_path / "tiny.yaml"
     routine.write_text("title: Tiny\nsteps:\n  - name: Breathe\n    hold: 3\n")
     env = {k: v for k, v in os.environ.items() if k != "VOICECOACH_ENGINE"}
-    shown = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", str(routine), "--json"],
+    shown = subprocess.run([sys.executable, "-m", "voicecoach", "show", str(routine), "--json"],
                            capture_output=True, text=True, env=env, timeout=300)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["voice"] == {"engine": "piper", "name": "en_US-joe-medium",
                                                  "rate": 160}
-    espeak = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", str(routine), "--json",
+    espeak = subprocess.run([sys.executable, "-m", "voicecoach", "show", str(routine), "--json",
                              "--engine", "espeak", "--rate", "150"],
                             capture_output=True, text=True, env=env, timeout=300)
     assert json.loads(espeak.stdout)["voice"] == {"engine": "espeak", "name": "en", "rate": 150}
-    voices = subprocess.run([sys.executable, "-m", "voicecoach.cli", "voices"], capture_output=True,
+    voices = subprocess.run([sys.executable, "-m", "voicecoach", "voices"], capture_output=True,
                             text=True, env=env, timeout=300)
     assert "Voice in use: piper's natural en_US-joe-medium (the default; --engine espeak for " \
            "espeak-ng)." in voices.stderr

@@ -26,7 +26,7 @@ from tests.terminal import OnTerminal
 
 SR = SAMPLE_RATE
 SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 pytestmark = pytest.mark.sound
 
 

@@ -414,7 +414,7 @@ def test_a_warm_wav_export_imports_no_checker_tagger_or_scipy(tmp_path: Path) ->
                            text=True, env=env, check=True).stdout.splitlines()[-1] for out in outs]
     # each export succeeded (exit code 0); the first checks the routine, later ones need not
     assert runs == ["0 ['jsonschema', 'numpy.fft']", "0 []"]
-    shown = subprocess.run([sys.executable, "-m", "voicecoach.cli", "show", "--json",
+    shown = subprocess.run([sys.executable, "-m", "voicecoach", "show", "--json",
                             SHORT_ROUTINE], capture_output=True, text=True, env=env, check=True)
     length = round(json.loads(shown.stdout)["duration"] * SR)
     first, second = (soundfile.read(out, dtype="int16")[0] for out in outs)

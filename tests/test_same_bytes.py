@@ -23,7 +23,7 @@ from voicecoach.load import load
 from voicecoach.pipeline import _spoken, phrase_cache
 from voicecoach.speech import Espeak
 
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 
 
 @pytest.fixture

@@ -525,7 +525,7 @@ def test_the_page_coaches_a_session(served: Served, browser: Any) -> None:
 # --- the command ---------------------------------------------------------------------------
 
 def start_serve(*args: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
-    process = subprocess.Popen([sys.executable, "-m", "voicecoach.cli", "serve", *args],
+    process = subprocess.Popen([sys.executable, "-m", "voicecoach", "serve", *args],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env, stdin=subprocess.DEVNULL)
     assert process.stdout is not None
@@ -565,7 +565,7 @@ def test_serve_prints_its_address_and_qr_code_and_stops_on_ctrl_c(tmp_path: Path
                                        b"'attacker.example'")
         assert raw_get(port, "/", host=f"localhost:{port}")[0] == 200
         # the port is taken: one line, exit 1
-        busy = subprocess.run([sys.executable, "-m", "voicecoach.cli", "serve", "--port", str(port)],
+        busy = subprocess.run([sys.executable, "-m", "voicecoach", "serve", "--port", str(port)],
                               capture_output=True, text=True, env=env, timeout=60)
         assert (busy.returncode, busy.stdout) == (1, "")
         assert busy.stderr == (f"Error: cannot listen on 127.0.0.1 port {port}: address already "

@@ -26,7 +26,7 @@ from voicecoach.errors import AudioError
 from voicecoach.pipeline import prepare
 from tests.output import without_stage_lines
 
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 SR = 22050
 pytestmark = pytest.mark.sound
 

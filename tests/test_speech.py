@@ -20,7 +20,7 @@ from voicecoach.spec import VoiceSettings
 from voicecoach.speech import Espeak
 
 SR = SAMPLE_RATE
-VOICECOACH = [sys.executable, "-m", "voicecoach.cli"]
+VOICECOACH = [sys.executable, "-m", "voicecoach"]
 SHORT = str(Path(__file__).parent / "cases" / "short.yaml")
 
 

@@ -1198,11 +1198,15 @@ class Runner:
             result.failures.append(Failure("TRACEBACK", "show printed a traceback", command, err))
 
 
+_STAGE_LINE = re.compile(r"^(Synthesizing speech|Rendering \S.*)\.\.\.$")
+
+
 def _unclean(code: int | None, err: str, name: str, text: str) -> str | None:
     """Why a refusal is not a clean one (exit 2, every line located in the file), or None."""
     if code != 2:
         return f"exit {code}: {normalize(err, name)}"
-    lines = err.splitlines()
+    # a line saying a long stage is at work (cli_common.stage_line) comes with the load
+    lines = [ln for ln in err.splitlines() if not _STAGE_LINE.match(ln)]
     if not lines:
         return "exit 2 with no message"
     count = max(1, len(text.splitlines()) + 1)

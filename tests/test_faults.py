@@ -716,3 +716,19 @@ def test_ctrl_c_while_python_loads_the_program(module: str, tmp_path: Path) -> N
     assert process.returncode == 130, "".join(seen[-5:]) + rest
     assert lines[-1:] == ["Interrupted."] and "Traceback" not in rest, rest
     assert not (tmp_path / "session.wav").exists()
+
+
+def test_a_stop_put_off_as_the_program_ends_is_dropped() -> None:
+    """Put off in the program's last moment, while Python joins a thread at exit: sent
+    again then, it would only break the exit ("Exception ignored in: <module
+    'threading'>"); the program has done its work and ends as it would have."""
+    script = ("import os, signal, threading, time\n"
+              "from voicecoach import stops\n"
+              "stops.stop_on_signals()\n"
+              "threading.Thread(target=time.sleep, args=(0.5,)).start()\n"
+              "with stops.shielded():\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "print('done', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, preexec_fn=as_a_shell_starts_it)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")

@@ -19,7 +19,6 @@ the process alive).
 
 from __future__ import annotations
 
-import atexit
 import signal
 import threading
 import time
@@ -62,34 +61,34 @@ def put_off(signum: int, frame: FrameType | None) -> bool:
     taken now, because the main thread is importing or shielded."""
     global _put_off_since
     now = time.monotonic()
-    if not (_shields or _importing(frame)) or (
-            _put_off_since is not None and now - _put_off_since > PATIENCE_S):
+    patience_over = (not _shields and _put_off_since is not None
+                     and now - _put_off_since > PATIENCE_S)  # a shield always ends soon
+    if not (_shields or _importing(frame)) or patience_over:
         _put_off_since = None
         _put_off_signals.clear()  # taken now: what was put off is not sent again
         return False
     if _put_off_since is None:
         _put_off_since = now
-    _put_off_signals.add(signum)
-    # atexit runs the last registered first: one whose program ends meanwhile has ended,
-    # and a stop sent now would only break the exit handlers
-    atexit.unregister(_forget)
-    atexit.register(_forget)
-    again = threading.Timer(RETRY_S, _again, (signum,))
-    again.daemon = True
-    again.start()
+    if signum not in _put_off_signals:  # the same signal twice meanwhile: still once
+        _put_off_signals.add(signum)
+        again = threading.Timer(RETRY_S, _again, (signum,))
+        again.daemon = True
+        again.start()
     return True
-
-
-def _forget() -> None:
-    _put_off_signals.clear()
 
 
 def _again(signum: int) -> None:
     """The signal once more, to the main thread itself (so a wait it is in by then is
-    interrupted too), unless it was taken meanwhile."""
-    if signum in _put_off_signals:
-        _put_off_signals.discard(signum)
-        signal.pthread_kill(threading.main_thread().ident or 0, signum)
+    interrupted too), unless it was taken meanwhile or the program is ending (Python
+    is joining its threads, then running its exit handlers: a stop would only break
+    those)."""
+    try:
+        _put_off_signals.remove(signum)
+    except KeyError:
+        return
+    main = threading.main_thread()
+    if main.is_alive() and main.ident is not None:
+        signal.pthread_kill(main.ident, signum)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)

@@ -12,21 +12,22 @@ is, and its exception then unwinds from there. Two places do not survive that:
   exception is printed as "ignored" and the C library sees a failed read, so a Ctrl-C
   came out as "cannot read sound file". Such calls run inside `shielded()`.
 
-A signal that arrives in either is sent again to the main thread RETRY_S later, until it
-lands outside both (for at most PATIENCE_S, so an import that never ends does not keep
-the process alive).
+A signal that arrives in either is sent again to the main thread as soon as it is seen
+outside both (within LOOK_S), for at most PATIENCE_S: an import that never ends does not
+keep the process alive.
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-RETRY_S = 0.02
+LOOK_S = 0.001
 PATIENCE_S = 5.0
 
 _shields = 0
@@ -71,22 +72,26 @@ def put_off(signum: int, frame: FrameType | None) -> bool:
         _put_off_since = now
     if signum not in _put_off_signals:  # the same signal twice meanwhile: still once
         _put_off_signals.add(signum)
-        again = threading.Timer(RETRY_S, _again, (signum,))
-        again.daemon = True
-        again.start()
+        threading.Thread(target=_again, args=(signum, _put_off_since + PATIENCE_S),
+                         name="voicecoach-stop-again", daemon=True).start()
     return True
 
 
-def _again(signum: int) -> None:
+def _again(signum: int, deadline: float) -> None:
     """The signal once more, to the main thread itself (so a wait it is in by then is
-    interrupted too), unless it was taken meanwhile or the program is ending (Python
-    is joining its threads, then running its exit handlers: a stop would only break
-    those)."""
+    interrupted too), as soon as it is seen outside imports and shields (looking every
+    LOOK_S: a program that imports one module after another still has moments between
+    them), unless it was taken meanwhile or the program is ending (Python is joining its
+    threads, then running its exit handlers: a stop would only break those)."""
+    main = threading.main_thread()
+    while main.is_alive() and time.monotonic() < deadline:
+        time.sleep(LOOK_S)
+        if not _shields and not _importing(sys._current_frames().get(main.ident or 0)):
+            break
     try:
         _put_off_signals.remove(signum)
     except KeyError:
         return
-    main = threading.main_thread()
     if main.is_alive() and main.ident is not None:
         signal.pthread_kill(main.ident, signum)
 

@@ -46,6 +46,7 @@ from voicecoach import SAMPLE_RATE
 from voicecoach.errors import AudioError
 from voicecoach import schema
 from voicecoach.loudness import TONE_LUFS, TONE_PEAK_DBFS, integrated_loudness
+from voicecoach.stops import shielded
 
 Samples = npt.NDArray[np.float32]
 
@@ -229,8 +230,6 @@ def _cannot_read(name: str, reason: str) -> AudioError:
 
 def _decode(source: io.BytesIO, name: str, sample_rate: int) -> Samples:
     """Decode any format libsndfile reads, mix to mono, resample, clip to [-1, 1]."""
-    from .stops import shielded
-
     try:
         with shielded():  # libsndfile reads the bytes through Python callbacks
             data, file_rate = soundfile.read(source, dtype="float32", always_2d=True)
@@ -271,8 +270,6 @@ def load_wav(path: pathlib.Path | str, sample_rate: int = SAMPLE_RATE) -> Sample
     from .inputs import read_regular
 
     content = read_regular(pathlib.Path(path), MAX_SOUND_BYTES, _cannot_read)
-    from .stops import shielded
-
     try:
         with shielded():
             info = soundfile.info(io.BytesIO(content))

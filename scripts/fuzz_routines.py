@@ -75,6 +75,10 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for tests.output: what the tests allow on stderr, the fuzzer too
+
+from tests.output import without_stage_lines  # noqa: E402
+
 BUNDLED_DIR = REPO / "voicecoach" / "routines"
 FILE_NAME = "routine.yaml"
 
@@ -1198,15 +1202,12 @@ class Runner:
             result.failures.append(Failure("TRACEBACK", "show printed a traceback", command, err))
 
 
-_STAGE_LINE = re.compile(r"^(Synthesizing speech|Rendering \S.*)\.\.\.$")
-
-
 def _unclean(code: int | None, err: str, name: str, text: str) -> str | None:
     """Why a refusal is not a clean one (exit 2, every line located in the file), or None."""
     if code != 2:
         return f"exit {code}: {normalize(err, name)}"
     # a line saying a long stage is at work (cli_common.stage_line) comes with the load
-    lines = [ln for ln in err.splitlines() if not _STAGE_LINE.match(ln)]
+    lines = without_stage_lines(err).splitlines()
     if not lines:
         return "exit 2 with no message"
     count = max(1, len(text.splitlines()) + 1)

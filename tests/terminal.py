@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+from voicecoach.parallel import STOP_SIGNALS
 
 
 def as_a_shell_starts_it() -> None:

@@ -616,6 +616,12 @@ def test_a_file_name_that_is_not_utf8_is_written(tmp_path: Path, extension: str)
     assert sf.info(folder + b"/" + name).frames > 0
 
 
+def python_c(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -c script args...` with the stop signals as a shell leaves them."""
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, timeout=60, preexec_fn=as_a_shell_starts_it)
+
+
 IMPORTS_INTERRUPTED = """
 import os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -639,9 +645,7 @@ def test_a_signal_during_an_import_is_taken_once_it_is_done(tmp_path: Path, sign
     it. A stop that arrives while the main thread imports is taken right after."""
     (tmp_path / "stopped_while_importing.py").write_text(
         f"import os, time\nos.kill(os.getpid(), {int(signum)})\ntime.sleep(0.3)\nWHOLE = True\n")
-    done = subprocess.run([sys.executable, "-c", IMPORTS_INTERRUPTED, str(tmp_path), "5"],
-                          capture_output=True, text=True, timeout=60,
-                          preexec_fn=as_a_shell_starts_it)
+    done = python_c(IMPORTS_INTERRUPTED, str(tmp_path), "5")
     expected = "KeyboardInterrupt" if signum == signal.SIGINT else "Stopped"
     assert done.stdout.splitlines() == [f"{expected} after the import"], done
     assert done.stderr == ""
@@ -652,9 +656,7 @@ def test_an_import_that_never_ends_is_still_stopped(tmp_path: Path) -> None:
         "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\n"
         "while True:\n    time.sleep(0.01)\n")
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", IMPORTS_INTERRUPTED, str(tmp_path), "0.5"],
-                          capture_output=True, text=True, timeout=60,
-                          preexec_fn=as_a_shell_starts_it)
+    done = python_c(IMPORTS_INTERRUPTED, str(tmp_path), "0.5")
     assert done.stdout.splitlines() == ["KeyboardInterrupt inside it"], done
     assert time.monotonic() - started < 5
 
@@ -688,8 +690,7 @@ def test_ctrl_c_while_a_c_library_calls_back_is_taken_once_it_returns() -> None:
     """libsndfile reads a bundled tone through Python callbacks; a KeyboardInterrupt raised
     in one is swallowed there ("Exception ignored from cffi callback") and the read fails,
     so a Ctrl-C came out as "cannot read sound file". It is taken once the read is done."""
-    done = subprocess.run([sys.executable, "-c", CALLED_BACK], capture_output=True, text=True,
-                          timeout=60, preexec_fn=as_a_shell_starts_it)
+    done = python_c(CALLED_BACK)
     assert done.stdout.splitlines() == ["decoded whole: True then KeyboardInterrupt"], done
     assert "ignored" not in done.stderr, done.stderr
 
@@ -729,6 +730,5 @@ def test_a_stop_put_off_as_the_program_ends_is_dropped() -> None:
               "with stops.shielded():\n"
               "    os.kill(os.getpid(), signal.SIGINT)\n"
               "print('done', flush=True)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, preexec_fn=as_a_shell_starts_it)
+    done = python_c(script)
     assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")

@@ -19,7 +19,6 @@ from .cli_common import (
     F,
     clock,
     handled,
-    interrupted,
     json_printable,
     printable,
     report,
@@ -28,7 +27,7 @@ from .cli_common import (
 )
 from .errors import VoicecoachError
 from .history_cli import history
-from .stops import stop_on_signals
+from .stops import interrupted, stop_on_signals
 from .spec import (
     MUSIC_LEVEL_LU,
     MUSIC_LEVEL_RANGE_LU,
@@ -151,14 +150,12 @@ class _Group(click.Group):
             return super().make_context(*args, **kwargs)
         except KeyboardInterrupt as e:
             interrupted(e)
-            raise  # not reached: interrupted() exits
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as e:
             interrupted(e)
-            raise
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

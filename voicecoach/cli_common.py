@@ -8,13 +8,13 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .errors import RoutineError, VoicecoachError
-from .stops import stopped_by
+from .stops import interrupted
 
 if TYPE_CHECKING:
     from .pipeline import Progress
@@ -23,14 +23,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_INTERRUPTED = 130
 """128 + SIGINT; a command stopped by SIGTERM or SIGHUP exits 128 + that signal."""
-
-def interrupted(error: KeyboardInterrupt) -> None:
-    """Ctrl-C, SIGTERM or SIGHUP: one line, and 128 + the signal's number as exit code."""
-    message, code = stopped_by(error)
-    with suppress(OSError, ValueError):  # after SIGHUP the terminal may be gone
-        click.echo(message, err=True)
-    sys.exit(code)
-
 
 _CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

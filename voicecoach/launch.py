@@ -4,11 +4,9 @@ while Python loads it ends it with one line too, never a traceback."""
 
 from __future__ import annotations
 
-import sys
-
 
 def main() -> None:
-    from .stops import stop_on_signals, stopped_by
+    from .stops import interrupted, stop_on_signals
 
     stop_on_signals()
     try:
@@ -16,12 +14,7 @@ def main() -> None:
 
         run()
     except KeyboardInterrupt as e:  # before the CLI itself took over (it says so itself)
-        message, code = stopped_by(e)
-        try:
-            print(message, file=sys.stderr, flush=True)
-        except (OSError, ValueError):  # after SIGHUP the terminal may be gone
-            pass
-        sys.exit(code)
+        interrupted(e)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
+from typing import NoReturn
 
 LOOK_S = 0.001
 PATIENCE_S = 5.0
@@ -137,9 +138,10 @@ def stop_on_signals() -> None:
         signal.signal(signal.SIGINT, _interrupt)
 
 
-def stopped_by(error: KeyboardInterrupt) -> tuple[str, int]:
-    """What to say for a stop, and the exit code: 128 + the signal's number."""
+def interrupted(error: KeyboardInterrupt) -> NoReturn:
+    """Ctrl-C, SIGTERM or SIGHUP: one line, and 128 + the signal's number as exit code."""
     signum = error.signum if isinstance(error, Stopped) else signal.SIGINT
-    if signum == signal.SIGINT:
-        return "Interrupted.", 128 + signum
-    return f"Stopped by {signal.Signals(signum).name}.", 128 + signum
+    message = "Interrupted." if signum == signal.SIGINT else f"Stopped by {signal.Signals(signum).name}."
+    with suppress(OSError, ValueError):  # after SIGHUP the terminal may be gone
+        print(message, file=sys.stderr, flush=True)
+    sys.exit(128 + signum)

@@ -32,6 +32,7 @@ import soundfile as sf
 import uvicorn
 from scipy.signal import correlate, resample_poly
 
+from tests.terminal import as_a_shell_starts_it
 from voicecoach.export import export_one
 from voicecoach.history import Target, sessions
 from voicecoach.pipeline import prepare
@@ -544,6 +545,36 @@ def stop_serve(process: subprocess.Popen[str]) -> str:
     assert process.returncode == 130, err
     assert err == "Interrupted.\n"
     return err
+
+
+STOPPED_WHILE_THE_LOOP_IS_MADE = """
+import runpy, selectors, signal, sys
+signum = int(sys.argv[1])
+made = selectors.DefaultSelector.__init__
+def make(self, *args, **kwargs):
+    made(self, *args, **kwargs)
+    signal.raise_signal(signum)  # as if it came while asyncio makes its loop
+selectors.DefaultSelector.__init__ = make
+sys.argv = ["voicecoach", "serve", "--port", "0"]
+runpy.run_module("voicecoach", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(("signum", "said"), [(signal.SIGINT, "Interrupted."),
+                                              (signal.SIGHUP, "Stopped by SIGHUP.")],
+                         ids=["SIGINT", "SIGHUP"])
+def test_a_stop_while_the_server_starts_is_one_line(tmp_path: Path, signum: int,
+                                                    said: str) -> None:
+    """CI caught a Ctrl-C that arrived while uvicorn's event loop was being made (before
+    uvicorn puts in its own handlers): the KeyboardInterrupt left the loop half made and
+    Python printed "Exception ignored in: BaseEventLoop.__del__" with a traceback. A stop
+    there now asks the server to stop, and is taken once it has."""
+    env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", STOPPED_WHILE_THE_LOOP_IS_MADE, str(signum)],
+                          capture_output=True, text=True, timeout=60, env=env,
+                          stdin=subprocess.DEVNULL, preexec_fn=as_a_shell_starts_it)
+    assert done.stdout.startswith("voicecoach is at http://127.0.0.1:")
+    assert (done.returncode, done.stderr) == (128 + signum, said + "\n")
 
 
 def test_serve_prints_its_address_and_qr_code_and_stops_on_ctrl_c(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import UsageError, VoicecoachError
 from .spec import LEVELS, Level, Options, SessionSpec, VoiceSettings
+from .stops import asked_to_stop
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -583,4 +584,11 @@ def run(app: Starlette, sock: socket.socket) -> None:
     # so Ctrl-C never waits on it
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+
+    def stop() -> None:  # as uvicorn's own handler, which is only in place once it is serving
+        server.force_exit = server.should_exit  # a second Ctrl-C: now
+        server.should_exit = True
+
+    with asked_to_stop(stop):
+        server.run(sockets=[sock])

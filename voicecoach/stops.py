@@ -23,7 +23,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import NoReturn
@@ -136,6 +136,32 @@ def stop_on_signals() -> None:
             signal.signal(sig, _stop)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _interrupt)
+
+
+@contextmanager
+def asked_to_stop(stop: Callable[[], None]) -> Iterator[None]:
+    """Run code that an exception raised between any two of its bytecodes would break, and
+    that stops itself when asked: asyncio's event loop, which a Ctrl-C while it was being
+    made left half made ("Exception ignored in: BaseEventLoop.__del__"). Inside, a stop
+    signal calls `stop` (a second one calls it again); once the code has returned, the
+    first signal is taken as it would have been (KeyboardInterrupt, Stopped). A signal the
+    caller ignores stays ignored."""
+    caught: list[int] = []
+
+    def ask(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+        stop()
+
+    ours = (_interrupt, _stop, signal.default_int_handler)
+    previous = {sig: signal.signal(sig, ask) for sig in (signal.SIGINT, *STOP_SIGNALS)
+                if signal.getsignal(sig) in ours}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        signal.raise_signal(caught[0])
 
 
 def interrupted(error: KeyboardInterrupt) -> NoReturn:

@@ -626,6 +626,50 @@ def test_serve_lan_puts_a_token_in_the_address(tmp_path: Path) -> None:
     assert url_again.rsplit("/", 2)[1] != token  # a new token each time
 
 
+def test_serve_renders_in_the_voice_it_was_given(tmp_path: Path) -> None:
+    """`serve --engine espeak --voice en --rate 140 --volume 0.5`: the page's session is the
+    export with those options, byte for byte."""
+    env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path / "data")}
+    voice = ["--engine", "espeak", "--voice", "en", "--rate", "140", "--volume", "0.5"]
+    process, url, _ = start_serve("--port", "0", *voice, env=env)
+    try:
+        status, _, body = request(url + "api/sessions", {"routine": "mid-back-knot", "level": "low"})
+        assert status == 202, body
+        job_id = json.loads(body)["id"]
+
+        def done() -> dict[str, Any] | None:
+            now: dict[str, Any] = json.loads(request(url + f"api/sessions/{job_id}")[2])
+            assert now["state"] != "failed", now
+            return now if now["state"] == "ready" else None
+
+        job = wait_for(done, "the session to render")
+        audio = request(url + job["audio"])[2]
+    finally:
+        stop_serve(process)
+    spec = SessionSpec("mid-back-knot", None, Options("low"), VoiceSettings("en", 140, 0.5, "espeak"))
+    flac, _ = export_one(spec, tmp_path / "export.flac", captions=True)
+    assert audio == flac.read_bytes()
+    default = SessionSpec("mid-back-knot", None, Options("low"), VoiceSettings("en", None, 1.0, "espeak"))
+    assert audio != export_one(default, tmp_path / "default.flac")[0].read_bytes()
+
+
+@pytest.mark.parametrize(("voice", "said"), [
+    (["--engine", "espeak", "--voice", "nosuch"], "Error: unknown voice 'nosuch': "),
+    (["--engine", "espeak", "--voice", "en_US-joe-medium"],
+     "Error: 'en_US-joe-medium' is a piper voice: add --engine piper"),
+    (["--rate", "79"], "Error: Invalid value for '--rate': 79 is not in the range 80<=x<=400."),
+], ids=["unknown", "other-engine", "rate"])
+def test_serve_refuses_a_wrong_voice_before_it_listens(tmp_path: Path, voice: list[str],
+                                                       said: str) -> None:
+    env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "voicecoach", "serve", "--port", "0", *voice],
+                          capture_output=True, text=True, timeout=60, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and done.stdout == ""
+    assert said in done.stderr.splitlines()[-1]
+    assert "Traceback" not in done.stderr
+
+
 def test_ctrl_c_during_a_render_leaves_no_file_behind(tmp_path: Path) -> None:
     env = {**os.environ, "VOICECOACH_DATA_DIR": str(tmp_path)}
     process, url, _ = start_serve("--port", "0", env=env)

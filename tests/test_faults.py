@@ -732,3 +732,26 @@ def test_a_stop_put_off_as_the_program_ends_is_dropped() -> None:
               "print('done', flush=True)\n")
     done = python_c(script)
     assert (done.returncode, done.stdout, done.stderr) == (0, "done\n", "")
+
+
+STOPPED_AS_IT_EXITS = """
+import atexit, os, signal, sys
+signum = int(sys.argv[1])
+atexit.register(os.kill, os.getpid(), signum)  # the last to run, after voicecoach's own
+sys.argv = ["voicecoach", "export", *sys.argv[2:]]
+from voicecoach.launch import main
+main()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_after_the_work_is_done_keeps_its_exit_code(tmp_path: Path, signum: int) -> None:
+    """A stop that comes once the command has ended, while Python finishes (atexit closes
+    the espeak-ng helpers; the sweep in scripts/ctrl_c_sweep.py --command export found it),
+    printed a traceback after "Wrote FILE", or ended the process by the signal: the file
+    is whole and the exit code is the command's."""
+    out = tmp_path / "session.wav"
+    done = python_c(STOPPED_AS_IT_EXITS, str(signum), SHORT, "-o", str(out))
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout == f"Wrote {out}\n"
+    assert sf.info(str(out)).frames > 0

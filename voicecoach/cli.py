@@ -27,7 +27,7 @@ from .cli_common import (
 )
 from .errors import VoicecoachError
 from .history_cli import history
-from .stops import interrupted, stop_on_signals
+from .stops import ignored_from_now, interrupted, stop_on_signals
 from .spec import (
     MUSIC_LEVEL_LU,
     MUSIC_LEVEL_RANGE_LU,
@@ -602,6 +602,8 @@ def main() -> None:
         cli.main(prog_name="voicecoach")
     except KeyboardInterrupt as e:  # outside a command, e.g. while parsing
         interrupted(e)
+    finally:
+        ignored_from_now()  # its exit code stands
 
 
 if __name__ == "__main__":  # python -m voicecoach.cli: as python -m voicecoach

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 
 def main() -> None:
-    from .stops import interrupted, stop_on_signals
+    from .stops import ignored_from_now, interrupted, stop_on_signals
 
     stop_on_signals()
     try:
@@ -15,6 +15,8 @@ def main() -> None:
         run()
     except KeyboardInterrupt as e:  # before the CLI itself took over (it says so itself)
         interrupted(e)
+    finally:
+        ignored_from_now()
 
 
 if __name__ == "__main__":

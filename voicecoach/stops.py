@@ -164,6 +164,17 @@ def asked_to_stop(stop: Callable[[], None]) -> Iterator[None]:
         signal.raise_signal(caught[0])
 
 
+def ignored_from_now() -> None:
+    """The command has ended, its work done or stopped, and its exit code is settled. A
+    stop signal while Python finishes (atexit closing the espeak-ng helpers, bounded; the
+    interpreter's finalization, which puts back the default handlers) printed a traceback
+    or turned that code into the signal's, after "Wrote FILE": it is ignored instead. A
+    handler the caller set stays."""
+    for sig in (signal.SIGINT, *STOP_SIGNALS):
+        if signal.getsignal(sig) in (_interrupt, _stop, signal.default_int_handler):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def interrupted(error: KeyboardInterrupt) -> NoReturn:
     """Ctrl-C, SIGTERM or SIGHUP: one line, and 128 + the signal's number as exit code."""
     signum = error.signum if isinstance(error, Stopped) else signal.SIGINT

@@ -17,6 +17,14 @@ stage lines, no traceback, and nothing in the folder but, at most, a whole file.
 has printed its address; it must end the same way, leaving no temporary file in its
 data folder.
 
+The delay counts from just before the process is started (fork and exec included).
+Outcomes: "clean"; "finished" (ended before the signal); "finished after signal" (exit 0
+although the signal came while it ran: lost, or a traceback at exit); "exit N" (N < 0:
+killed by the signal, "(silent)" before a handler of Python's or ours was in place or
+after Python's finalization put the defaults back, "(traceback)" an uncaught
+KeyboardInterrupt); "wrong stderr"; "leftovers"; "orphan" (a helper process still
+running 3 s after voicecoach ended); "hang".
+
 Every run expected to stop and still going 30 s later (--timeout) is a hang: its
 threads' stacks are printed (faulthandler, on SIGABRT). Every failure is printed with
 its delay, exit code and whole stderr; --log FILE also writes one JSON line per run.
@@ -123,8 +131,7 @@ def reap_orphans(ignore: set[int], wait_s: float = 3.0) -> list[str]:
         children = our_children(ignore)
         for pid, what in children.items():
             if what.startswith("[Z]"):
-                with_status = os.waitpid(pid, os.WNOHANG)
-                del with_status
+                os.waitpid(pid, os.WNOHANG)
         lingering = {pid: what for pid, what in our_children(ignore).items()
                      if not what.startswith("[Z]")}
         if not lingering or time.monotonic() > deadline:
@@ -224,6 +231,12 @@ def one_run(command: str, delay: float, signum: int, env: dict[str, str], work: 
                               f"file whole: {whole}")
     elif run.status != 128 + signum:
         run.outcome = f"exit {run.status}"
+        if run.status is not None and run.status < 0:
+            # Python's default handling: no handler yet (stderr empty), or an uncaught
+            # KeyboardInterrupt, which Python 3.11 reports and then dies of (a traceback)
+            run.outcome += " (traceback)" if "Traceback" in run.stderr else (
+                " (silent)" if not run.stderr.strip() else " (other)")
+            run.detail = f"ended by {signal.Signals(-run.status).name}"
     elif rest != said(signum) + "\n":
         run.outcome = "wrong stderr"
     elif left not in ([], ["out.mp3"]) or (left == ["out.mp3"] and not whole):
@@ -240,6 +253,27 @@ def one_run(command: str, delay: float, signum: int, env: dict[str, str], work: 
         run.outcome = "orphan"
         run.detail = f"helper processes still running 3 s after voicecoach ended: {orphans}"
     return run
+
+
+def warm_up(command: str, env: dict[str, str], home: Path) -> None:
+    """Fill the phrase cache: export the routine once, or for serve every bundled routine's
+    phrases (serve works their lengths out as it starts: asked for once, then stopped)."""
+    if command == "export":
+        subprocess.run([*VOICECOACH, "export", str(ROOT / "tests" / "cases" / "short.yaml"),
+                        "-o", str(home / "warm.mp3")], env=env, capture_output=True,
+                       stdin=subprocess.DEVNULL, timeout=300, check=True)
+        return
+    import urllib.request
+
+    process = subprocess.Popen([*VOICECOACH, "serve", "--port", "0"], env=env, text=True,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, preexec_fn=as_a_shell_starts_it)
+    assert process.stdout is not None
+    url = process.stdout.readline().split()[-1]
+    with urllib.request.urlopen(url + "api/routines", timeout=300) as answer:
+        answer.read()
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=60)
 
 
 def sweep_processes(args: argparse.Namespace, signum: int) -> collections.Counter[str]:
@@ -261,12 +295,8 @@ def sweep_processes(args: argparse.Namespace, signum: int) -> collections.Counte
                 print(f"the reference export failed: {made.stderr}", file=sys.stderr)
                 return collections.Counter({"no reference": 1})
             reference = (home / "reference.mp3").read_bytes()
-        if args.command == "serve" or not args.cold:
-            # a warm cache, as a second run meets it (--cold: a fresh one every run)
-            warm = subprocess.run([*VOICECOACH, "export", str(ROOT / "tests" / "cases" / "short.yaml"),
-                                   "-o", str(home / "warm.mp3")], env=env, capture_output=True,
-                                  stdin=subprocess.DEVNULL, timeout=300)
-            del warm
+        if not args.cold:  # a warm cache, as a second run meets it (--cold: a fresh one every run)
+            warm_up(args.command, env, home)
         n = 0
         delay = args.start
         while delay <= args.stop + 1e-9:

@@ -18,8 +18,10 @@ has printed its address; it must end the same way, leaving no temporary file in 
 data folder.
 
 The delay counts from just before the process is started (fork and exec included).
-Outcomes: "clean"; "finished" (ended before the signal); "finished after signal" (exit 0
-although the signal came while it ran: lost, or a traceback at exit); "exit N" (N < 0:
+Outcomes: "clean"; "finished" (ended before the signal); "done, then the signal ignored"
+(it came after the work, as Python finished: exit 0, "Wrote", nothing on stderr);
+"finished after signal" (exit 0 although the signal came while it ran: lost, or a
+traceback at exit); "exit N" (N < 0:
 killed by the signal, "(silent)" before a handler of Python's or ours was in place or
 after Python's finalization put the defaults back, "(traceback)" an uncaught
 KeyboardInterrupt); "wrong stderr"; "leftovers"; "orphan" (a helper process still
@@ -60,7 +62,7 @@ from tests.terminal import as_a_shell_starts_it  # noqa: E402
 
 SIGNALS = {"INT": signal.SIGINT, "TERM": signal.SIGTERM, "HUP": signal.SIGHUP}
 VOICECOACH = [sys.executable, "-m", "voicecoach"]
-GOOD = {"clean", "finished"}
+GOOD = {"clean", "finished", "done, then the signal ignored"}
 """Outcomes that are not failures (the others are printed in full)."""
 
 
@@ -223,10 +225,12 @@ def one_run(command: str, delay: float, signum: int, env: dict[str, str], work: 
             run.outcome = "finished badly"
             run.detail = f"exit {run.status}, folder {left}, whole {whole}"
         else:
-            # exit 0 although the signal was sent while it ran: the signal was lost or
-            # came too late to matter; counted apart, never as clean
-            run.outcome = "finished" if ended_first else "finished after signal"
-            if not ended_first:
+            # exit 0 although the signal was sent while it ran: clean if it came once the
+            # work was done ("Wrote", nothing on stderr: stops.ignored_from_now), else lost
+            run.outcome = "finished" if ended_first else (
+                "done, then the signal ignored" if "Wrote" in run.stdout and not rest
+                else "finished after signal")
+            if run.outcome == "finished after signal":
                 run.detail = (f"exit 0 {run.signal_to_exit_s} s after the signal; "
                               f"file whole: {whole}")
     elif run.status != 128 + signum:
